@@ -1,0 +1,1 @@
+"""Calibration datasets, quantizers and accuracy evaluation (a later issue fills this package)."""

@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export, parity checks, FP16 variants, bundle writing."""

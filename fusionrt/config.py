@@ -1,0 +1,256 @@
+"""The one configuration tree: frozen dataclasses loaded from YAML or JSON, validated once.
+
+Every default lives here and only here. Unknown keys are errors that name the full key path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fusionrt.errors import ConfigError
+
+
+class Pooling(str, enum.Enum):
+    CLS = "cls"
+    MEAN = "mean"
+
+
+class AudioFrontend(str, enum.Enum):
+    LOGMEL = "logmel"
+    MFCC = "mfcc"
+
+
+class FusionKind(str, enum.Enum):
+    EARLY = "early"
+    LATE = "late"
+    CROSS_ATTENTION = "cross_attention"
+
+
+class Task(str, enum.Enum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """A BERT-family encoder: a local `transformers` directory, or one built from these sizes."""
+
+    pretrained: str | None = None  # local directory; None builds a fresh BERT from the sizes below
+    pooling: Pooling = Pooling.MEAN
+    max_length: int = 24
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 128
+    rate_hz: float = 1.0
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """A ResNet-style CNN over a uint8 HxWx3 frame at model resolution."""
+
+    size: int = 64
+    channel_order: str = "bgr"  # the order of the uint8 input (OpenCV delivers BGR)
+    widths: tuple[int, ...] = (16, 32, 64)
+    blocks_per_stage: int = 1
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, on [0, 1] pixels
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    rate_hz: float = 30.0
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """float32 mono PCM window -> Conv1d-STFT log-mel (or MFCC) front-end -> small CNN."""
+
+    sample_rate: int = 16000
+    window_s: float = 1.0
+    hop_s: float = 0.1  # how often the runtime cuts a new window from the stream
+    n_fft: int = 512
+    stft_hop: int = 160
+    n_mels: int = 40
+    frontend: AudioFrontend = AudioFrontend.LOGMEL
+    n_mfcc: int = 20
+    widths: tuple[int, ...] = (16, 32)
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.sample_rate * self.window_s))
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    kind: FusionKind = FusionKind.CROSS_ATTENTION
+    hidden: int = 64
+    heads: int = 4
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embed_dim: int = 64
+    modalities: tuple[str, ...] = ("text", "image", "audio")
+    task: Task = Task.CLASSIFICATION
+    num_outputs: int = 10  # classes, or regression targets
+    text: TextConfig = field(default_factory=TextConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Per-modality corruption of the built-in digits data; 1.0 is the default difficulty."""
+
+    image: float = 1.0
+    audio: float = 1.0
+    text: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    seed: int = 0
+    train_size: int = 3000
+    val_size: int = 500
+    test_size: int = 500
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    modality_dropout: float = 0.2  # chance that each modality is hidden from a training sample
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+MODALITIES = ("text", "image", "audio")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML or JSON config file into a validated `Config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (expected a .yaml, .yml or .json file)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.').upper()}: {e}") from e
+    return config_from_dict(raw or {}, source=str(path))
+
+
+def config_from_dict(raw: dict, source: str = "config") -> Config:
+    config = _build(Config, raw, source, "")
+    validate(config, source)
+    return config
+
+
+def config_to_dict(config: Any) -> Any:
+    """Plain JSON/YAML-safe form of a config (enums as values, tuples as lists)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, enum.Enum):
+        return config.value
+    if isinstance(config, (tuple, list)):
+        return [config_to_dict(v) for v in config]
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def validate(config: Config, source: str = "config") -> None:
+    m = config.model
+    bad = [name for name in m.modalities if name not in MODALITIES]
+    if bad or not m.modalities or len(set(m.modalities)) != len(m.modalities):
+        raise ConfigError(
+            f"{source}: model.modalities = {list(m.modalities)}; expected a non-empty, duplicate-free "
+            f"subset of {list(MODALITIES)}"
+        )
+    checks = {
+        "model.embed_dim": m.embed_dim > 0,
+        "model.num_outputs": m.num_outputs > 0,
+        "model.image.size": m.image.size >= 16,
+        "model.image.channel_order": m.image.channel_order in ("bgr", "rgb"),
+        "model.image.widths": len(m.image.widths) > 0 and all(w > 0 for w in m.image.widths),
+        "model.audio.n_fft": m.audio.n_fft <= m.audio.window_samples,
+        "model.audio.n_mfcc": m.audio.n_mfcc <= m.audio.n_mels,
+        "model.text.max_length": m.text.max_length >= 4,
+        "model.fusion.heads": m.fusion.hidden % m.fusion.heads == 0,
+        "train.modality_dropout": 0.0 <= config.train.modality_dropout < 1.0,
+        "train.epochs": config.train.epochs > 0,
+    }
+    for key, ok in checks.items():
+        if not ok:
+            value = _lookup(config, key)
+            raise ConfigError(f"{source}: {key} = {value!r} is out of range (see fusionrt/config.py for the rules)")
+
+
+def _lookup(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, found {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]!s} (allowed at {where}: {', '.join(sorted(names))})"
+        )
+    values = {}
+    for key, value in raw.items():
+        values[key] = _coerce(hints[key], value, source, f"{prefix}{key}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, source, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, key + ".")
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(e.value for e in hint)
+            raise ConfigError(f"{source}: {key} = {value!r}; expected one of {allowed}") from None
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} must be a list, found {value!r}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, v, source, key) for v in value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"{source}: {key} = {value!r}; expected {hint.__name__}")
+    return value

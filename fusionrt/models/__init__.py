@@ -1,0 +1,1 @@
+"""Reference multimodal models (torch): modality encoders, fusion heads, decision head."""
