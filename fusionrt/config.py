@@ -127,7 +127,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -194,7 +194,7 @@ def validate(config: Config, source: str = "config") -> None:
         "model.image.channel_order": m.image.channel_order in ("bgr", "rgb"),
         "model.image.widths": len(m.image.widths) > 0 and all(w > 0 for w in m.image.widths),
         "model.audio.n_fft": m.audio.n_fft <= m.audio.window_samples,
-        "model.audio.n_mfcc": m.audio.n_mfcc <= m.audio.n_mels,
+        "model.audio.n_mfcc": m.audio.frontend is AudioFrontend.LOGMEL or m.audio.n_mfcc <= m.audio.n_mels,
         "model.text.max_length": m.text.max_length >= 4,
         "model.fusion.heads": m.fusion.hidden % m.fusion.heads == 0,
         "train.modality_dropout": 0.0 <= config.train.modality_dropout < 1.0,

@@ -126,7 +126,7 @@ def train(config: Config, out_dir: str | Path, *, progress: Callable[[str], None
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         val = score(predict(model, inputs["val"], len(splits["val"])), splits["val"].labels, task)
         headline = f"acc {val['accuracy']:.3f}" if "accuracy" in val else f"mae {val['mae']:.3f}"
         progress(f"epoch {epoch}/{config.train.epochs}: loss {total / n:.4f}, val {headline}")

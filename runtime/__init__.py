@@ -4,5 +4,6 @@ Imports neither torch nor transformers: fusionrt's core plus onnxruntime/TensorR
 """
 
 from fusionrt.runtime.engine import OrtEngine, open_engine
+from fusionrt.runtime.sources import Replay, Source, SourceOptions, open_source
 
-__all__ = ["OrtEngine", "open_engine"]
+__all__ = ["OrtEngine", "Replay", "Source", "SourceOptions", "open_engine", "open_source"]

@@ -1,0 +1,80 @@
+"""Image encoder: a small ResNet over a uint8 HxWx3 frame, with its normalisation in the graph."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fusionrt.config import ImageConfig
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = _conv_bn(c_in, c_out, 3, stride)
+        self.conv2 = _conv_bn(c_out, c_out, 3, 1)
+        self.shortcut = _conv_bn(c_in, c_out, 1, stride) if stride != 1 or c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv1(x))
+        return torch.relu(self.conv2(y) + self.shortcut(x))
+
+
+class ImageEncoder(nn.Module):
+    """uint8 [B, H, W, 3] in `cfg.channel_order` -> embedding float32 [B, embed_dim].
+
+    The stem halves the resolution; each stage after the first halves it again.
+    """
+
+    def __init__(self, cfg: ImageConfig, embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        widths = cfg.widths
+        self.stem = nn.Sequential(_conv_bn(3, widths[0], 3, 2), nn.ReLU())
+        blocks = []
+        c_in = widths[0]
+        for stage, width in enumerate(widths):
+            for block in range(cfg.blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                blocks.append(BasicBlock(c_in, width, stride))
+                c_in = width
+        self.blocks = nn.Sequential(*blocks)
+        self.proj = nn.Linear(c_in, embed_dim)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC in the configured channel order -> normalised float NCHW RGB."""
+        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        if self.cfg.channel_order == "bgr":
+            x = x.flip(1)
+        return (x - self.mean) / self.std
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(self.normalise(image)))
+        return self.proj(x.mean(dim=(2, 3)))
+
+    def preprocessing(self) -> dict:
+        size = self.cfg.size
+        return {
+            "height": size,
+            "width": size,
+            "channel_order": self.cfg.channel_order,
+            "dtype": "uint8",
+            "layout": "HWC",
+            "resize": "host",
+        }
+
+    def example_inputs(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        size = self.cfg.size
+        return {"image": torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=g)}

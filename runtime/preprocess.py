@@ -1,0 +1,182 @@
+"""Host-side preprocessing: camera frame -> uint8 image at model size, PCM stream -> windows, text ->
+token ids. Bad inputs raise DataError, which the pipeline counts as "bad_input" and drops.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from fusionrt.errors import BundleError, DataError
+
+
+def resize_image(frame: object, height: int, width: int, channel_order: str = "bgr") -> np.ndarray:
+    """uint8 [1, height, width, 3] from a uint8 HxWx3 BGR frame of any size (OpenCV INTER_AREA)."""
+    import cv2
+
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        found = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise DataError(f"camera frame must be uint8 HxWx3 (BGR), found {found}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise DataError(f"camera frame is empty ({list(frame.shape)})")
+    if frame.shape[:2] != (height, width):
+        shrink = frame.shape[0] >= height and frame.shape[1] >= width
+        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if channel_order == "rgb":
+        frame = frame[:, :, ::-1]
+    return np.ascontiguousarray(frame)[None]
+
+
+def clean_audio(chunk: object) -> tuple[np.ndarray, bool]:
+    """A 1-D float32 chunk with NaN/Inf replaced by 0, and whether any had to be replaced.
+
+    Raises DataError for what cannot be audio (not a 1-D or [n, 1] float array).
+    """
+    if not isinstance(chunk, np.ndarray) or chunk.dtype.kind != "f":
+        found = f"{chunk.dtype} array" if isinstance(chunk, np.ndarray) else type(chunk).__name__
+        raise DataError(f"audio chunk must be a float32 array of mono samples, found {found}")
+    if chunk.ndim == 2 and chunk.shape[1] == 1:
+        chunk = chunk[:, 0]
+    if chunk.ndim != 1:
+        raise DataError(f"audio chunk must be mono (1-D), found shape {list(chunk.shape)}")
+    chunk = chunk.astype(np.float32, copy=False)
+    finite = np.isfinite(chunk)
+    if finite.all():
+        return chunk, False
+    return np.where(finite, chunk, np.float32(0)), True
+
+
+class PcmWindows:
+    """A bounded ring of PCM samples cut into windows of `window` samples every `hop` samples.
+
+    Window k covers samples [k*hop, k*hop + window) of the stream; its time is the capture time of
+    its last sample (a chunk's `t_ns` is the capture time of the chunk's last sample). In order
+    mode every window is taken; with `newest_only` a take jumps to the newest complete window and
+    reports how many were superseded. The ring holds 2 windows + a hop (it grows only to fit a
+    chunk larger than that).
+    """
+
+    def __init__(self, sample_rate: int, window: int, hop: int, *, newest_only: bool) -> None:
+        if window <= 0 or hop <= 0:
+            raise DataError(f"audio window ({window}) and hop ({hop}) must be positive sample counts")
+        self.sample_rate = sample_rate
+        self.window = window
+        self.hop = hop
+        self.newest_only = newest_only
+        self._buffer = np.zeros(2 * window + hop, np.float32)
+        self._written = 0  # samples ever appended
+        self._next_end = window  # end (exclusive sample index) of the next window to take
+        self._chunks: deque[tuple[int, int, int | None]] = deque(maxlen=1024)  # (end index, t_ns, label)
+
+    def append(self, samples: np.ndarray, t_ns: int, label: int | None = None) -> None:
+        n = len(samples)
+        if n == 0:
+            return
+        self._fit(n)
+        size = len(self._buffer)
+        if n > size:
+            samples = samples[-size:]
+        start = (self._written + n - len(samples)) % size
+        first = min(len(samples), size - start)
+        self._buffer[start : start + first] = samples[:first]
+        self._buffer[: len(samples) - first] = samples[first:]
+        self._written += n
+        self._chunks.append((self._written, t_ns, label))
+
+    def ready(self) -> bool:
+        return self._written >= self._next_end
+
+    def take(self) -> tuple[np.ndarray, int, int, int | None, int]:
+        """(window float32 [window], t_ns, window index, label, windows superseded); call when ready()."""
+        end = self._next_end
+        if self.newest_only:
+            end += (self._written - end) // self.hop * self.hop
+        superseded = (end - self._next_end) // self.hop
+        self._next_end = end + self.hop
+        size = len(self._buffer)
+        start = (end - self.window) % size
+        first = min(self.window, size - start)
+        samples = np.empty(self.window, np.float32)
+        samples[:first] = self._buffer[start : start + first]
+        samples[first:] = self._buffer[: self.window - first]
+        t_ns, label = self._time_of(end)
+        return samples, t_ns, (end - self.window) // self.hop, label, superseded
+
+    def _time_of(self, end: int) -> tuple[int, int | None]:
+        """Capture time of sample end-1, from the chunk that holds it, and that chunk's label."""
+        holder = self._chunks[-1]
+        for chunk in reversed(self._chunks):
+            if chunk[0] < end:
+                break
+            holder = chunk
+        chunk_end, t_ns, label = holder
+        return t_ns - (chunk_end - end) * 1_000_000_000 // self.sample_rate, label
+
+    def _fit(self, n: int) -> None:
+        """Grow the ring when a chunk of n samples would overwrite samples the next window needs."""
+        oldest_needed = max(0, self._next_end - self.window)
+        if self.newest_only:
+            oldest_needed = max(oldest_needed, self._written + n - len(self._buffer))
+        needed = self._written + n - oldest_needed
+        if needed <= len(self._buffer):
+            return
+        size = needed + self.hop
+        keep = min(self._written, len(self._buffer))
+        old = len(self._buffer)
+        grown = np.zeros(size, np.float32)
+        indices = np.arange(self._written - keep, self._written)
+        grown[indices % size] = self._buffer[indices % old]
+        self._buffer = grown
+
+
+class TextTokenizer:
+    """text -> input_ids and attention_mask int64 [1, seq] with the `tokenizers` library.
+
+    Pads to max_length (padding "max_length") and truncates to it, with the pad token the
+    tokenizer.json records, else the one tokenizer_config.json names, else "[PAD]".
+    """
+
+    def __init__(self, tokenizer_json: str | Path, max_length: int, padding: str | None = "max_length") -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(tokenizer_json)
+        if not path.is_file():
+            raise BundleError(f"tokenizer file {path} does not exist; the bundle's text encoder needs its tokenizer.json")
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises plain Exception subclasses from Rust
+            raise BundleError(f"{path} is not a tokenizers tokenizer.json: {e}") from e
+        self.max_length = int(max_length)
+        tokenizer.enable_truncation(self.max_length)
+        if padding == "max_length":
+            pad_id, pad_token = _pad_token(tokenizer, path)
+            tokenizer.enable_padding(length=self.max_length, pad_id=pad_id, pad_token=pad_token)
+        else:
+            tokenizer.no_padding()
+        self._tokenizer = tokenizer
+
+    def __call__(self, text: object) -> dict[str, np.ndarray]:
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"text input must be a non-empty string, found {text!r:.40}")
+        encoding = self._tokenizer.encode(text)
+        return {
+            "input_ids": np.asarray([encoding.ids], np.int64),
+            "attention_mask": np.asarray([encoding.attention_mask], np.int64),
+        }
+
+
+def _pad_token(tokenizer, path: Path) -> tuple[int, str]:
+    if tokenizer.padding:
+        return tokenizer.padding["pad_id"], tokenizer.padding["pad_token"]
+    config = path.parent / "tokenizer_config.json"
+    token = "[PAD]"
+    if config.is_file():
+        named = json.loads(config.read_text(encoding="utf-8")).get("pad_token")
+        token = named.get("content") if isinstance(named, dict) else (named or token)
+    pad_id = tokenizer.token_to_id(token)
+    if pad_id is None:
+        raise BundleError(f"{path}: the tokenizer has no pad token {token!r}; save the tokenizer with its pad token")
+    return pad_id, token

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from audio_reference import reference_dct_ortho, reference_features, reference_mel_filterbank
+
+from fusionrt.config import AudioConfig, AudioFrontend
+from fusionrt.models import AudioEncoder, SpectralFrontend, dct_matrix, mel_filterbank
+
+SR = 16000
+
+
+def _noise() -> np.ndarray:
+    return (0.3 * np.random.default_rng(1).standard_normal(SR)).astype(np.float32)
+
+
+def _tone() -> np.ndarray:
+    """A DTMF-like two-tone burst (697 + 1209 Hz) with silence before and after."""
+    t = np.arange(SR) / SR
+    signal = 0.4 * np.sin(2 * np.pi * 697 * t) + 0.4 * np.sin(2 * np.pi * 1209 * t)
+    signal[: SR // 4] = 0.0
+    signal[3 * SR // 4 :] = 0.0
+    return signal.astype(np.float32)
+
+
+def test_mel_filterbank_matches_reference():
+    for n_fft, n_mels in [(512, 40), (400, 64), (1024, 80)]:
+        expected = reference_mel_filterbank(SR, n_fft, n_mels)
+        np.testing.assert_allclose(mel_filterbank(SR, n_fft, n_mels), expected, atol=1e-12)
+    bank = mel_filterbank(SR, 512, 40)
+    assert (bank.max(axis=1) > 0.5).all()  # no empty filter at the default size
+
+
+def test_dct_matrix_is_orthonormal_dct_ii():
+    basis = dct_matrix(40, 40)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(40), atol=1e-12)
+    np.testing.assert_allclose(basis, reference_dct_ortho(np.eye(40)), atol=1e-12)
+
+
+@pytest.mark.parametrize("signal", [_noise, _tone], ids=["noise", "tone"])
+@pytest.mark.parametrize("frontend", list(AudioFrontend))
+def test_frontend_matches_numpy_reference(signal, frontend):
+    cfg = AudioConfig(frontend=frontend)
+    audio = signal()
+    with torch.no_grad():
+        got = SpectralFrontend(cfg)(torch.from_numpy(audio)[None])[0].numpy()
+    n_mfcc = cfg.n_mfcc if frontend is AudioFrontend.MFCC else None
+    expected = reference_features(
+        audio, sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop=cfg.stft_hop, n_mels=cfg.n_mels, n_mfcc=n_mfcc
+    )
+    assert got.shape == expected.shape == (n_mfcc or cfg.n_mels, 1 + len(audio) // cfg.stft_hop)
+    error = np.abs(got - expected)
+    dynamic_range = expected.max() - expected.min()
+    # float32 DFT-by-convolution against a float64 FFT: 1e-3 of the feature range, and 1e-3
+    # relative on every value further than 1 from zero (values near 0 are checked by the range).
+    assert error.max() <= 1e-3 * dynamic_range, (error.max(), dynamic_range)
+    big = np.abs(expected) > 1.0
+    assert (error[big] / np.abs(expected[big])).max() <= 1e-3
+
+
+def test_frontend_kernels_are_fixed_buffers():
+    encoder = AudioEncoder(AudioConfig(frontend=AudioFrontend.MFCC), embed_dim=8)
+    parameter_names = {name for name, _ in encoder.named_parameters()}
+    assert not any(name.startswith("frontend.") for name in parameter_names)
+    assert not any(name.startswith("frontend.") for name in encoder.state_dict())
+    assert {name for name, _ in encoder.frontend.named_buffers()} == {"dft_real", "dft_imag", "mel", "dct"}
+
+
+def test_log_mel_normalisation_cancels_input_gain():
+    encoder = AudioEncoder(AudioConfig(), embed_dim=8).eval()
+    audio = torch.from_numpy(_noise())[None]
+    with torch.no_grad():
+        np.testing.assert_allclose(encoder(audio).numpy(), encoder(4.0 * audio).numpy(), atol=1e-4)
+
+
+def test_encoder_shapes_and_contract():
+    cfg = AudioConfig(frontend=AudioFrontend.MFCC, n_mfcc=13)
+    encoder = AudioEncoder(cfg, embed_dim=16).eval()
+    example = encoder.example_inputs(batch=3)
+    assert list(example) == ["audio"]
+    assert example["audio"].dtype == torch.float32 and example["audio"].shape == (3, cfg.window_samples)
+    with torch.no_grad():
+        assert encoder(**example).shape == (3, 16)
+    info = encoder.preprocessing()
+    assert info["sample_rate"] == 16000 and info["window_samples"] == 16000 and info["hop_s"] == 0.1
+    assert info["frontend"] == "mfcc" and info["n_mfcc"] == 13 and info["n_mels"] == 40
+
+
+def test_exports_to_onnx(onnx_parity):
+    encoder = AudioEncoder(AudioConfig(frontend=AudioFrontend.MFCC), embed_dim=16)
+    assert onnx_parity(encoder, output_name="embedding") < 1e-3
