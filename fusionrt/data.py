@@ -204,7 +204,7 @@ def digit_text(label: int, rng: np.random.Generator, *, noise: float = 1.0) -> s
     """A short chat message naming `label` as a word or numeral, in varied phrasing."""
     _check_label(label)
     noise = _check_noise(noise, "text")
-    u = rng.random(5)
+    u = rng.random(4)
     if u[0] < HIDDEN_P * noise and u[1] < 0.5:
         text = _NO_DIGIT[rng.integers(len(_NO_DIGIT))]
     else:

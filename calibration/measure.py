@@ -1,0 +1,86 @@
+"""Numbers that decide between variants: output agreement with FP32 and latency in ONNX Runtime."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from fusionrt.runtime.engine import OrtEngine
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How close a variant's outputs are to FP32 on the same inputs (rows = samples)."""
+
+    cosine_mean: float
+    cosine_min: float
+    max_abs_error: float
+
+    def as_dict(self) -> dict:
+        return {"cosine": self.cosine_mean, "cosine_min": self.cosine_min, "max_abs_error": self.max_abs_error}
+
+
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    p99_ms: float
+    runs: int
+
+    def as_dict(self) -> dict:
+        return {"median_ms": self.median_ms, "p99_ms": self.p99_ms, "runs": self.runs}
+
+
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity per sample between two [N, ...] arrays (1.0 where both rows are zero)."""
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    norms = na * nb
+    cos = np.sum(a * b, axis=1) / np.where(norms == 0, 1.0, norms)
+    return np.where((na == 0) & (nb == 0), 1.0, cos)
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+    cos = row_cosines(reference, candidate)
+    return Agreement(float(cos.mean()), float(cos.min()), float(np.max(np.abs(reference - candidate))))
+
+
+def run_batches(path: str | Path, feeds: Sequence[Mapping[str, np.ndarray]], output: str | None = None) -> np.ndarray:
+    """One output of a model over a list of batches, concatenated along the batch axis."""
+    engine = OrtEngine(path)
+    name = output or engine.output_names[0]
+    return np.concatenate([engine.run(dict(f))[name] for f in feeds])
+
+
+def compare_outputs(reference_path, candidate_path, feeds: Sequence[Mapping[str, np.ndarray]]) -> Agreement:
+    """Agreement of the first output of two models over the same batches."""
+    return agreement(run_batches(reference_path, feeds), run_batches(candidate_path, feeds))
+
+
+def measure_latency(
+    paths: Mapping[str, str | Path],
+    feed: Mapping[str, np.ndarray],
+    *,
+    runs: int = 100,
+    warmup: int = 10,
+    threads: int | None = None,
+) -> dict[str, Latency]:
+    """Median and p99 latency of each model on one feed, measured interleaved (round robin) so
+    that load from other processes hits every variant alike."""
+    engines = {name: OrtEngine(path, threads=threads) for name, path in paths.items()}
+    for engine in engines.values():
+        for _ in range(warmup):
+            engine.run(dict(feed))
+    samples = {name: [] for name in engines}
+    for _ in range(runs):
+        for name, engine in engines.items():
+            start = time.perf_counter_ns()
+            engine.run(dict(feed))
+            samples[name].append((time.perf_counter_ns() - start) / 1e6)
+    return {
+        name: Latency(float(np.median(ms)), float(np.percentile(ms, 99)), runs) for name, ms in samples.items()
+    }

@@ -1,0 +1,488 @@
+"""ONNX -> INT8 (QDQ, static or dynamic) and ONNX -> FP16 conversions of one component file.
+
+Static INT8 is the QDQ format with per-channel weights; the input graph is first pre-processed
+(symbolic shape inference, ORT basic optimization, ONNX shape inference). Symbolic shape inference
+fails on some graphs (BERT exports): the pre-processing then retries without it, then runs on the
+raw graph, and the result records which path ran. Node names in exclusion lists and reports are
+those of the pre-processed graph (its optimizer may fuse nodes, e.g. MatMul + Add into Gemm).
+
+Activation ranges are calibrated here (ORT's calibrators, written to ORT's JSON range cache) and
+then handed to `quantize_static`, which lets the histogram calibrators use real bin counts and
+lets repair loops reuse one calibration. A tensor whose range is infinite or reaches RANGE_LIMIT
+(attention masks) stays float, with its producer and readers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import io
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from fusionrt.errors import CalibrationError
+
+
+class QuantMode(str, enum.Enum):
+    INT8_STATIC = "int8-static"
+    INT8_DYNAMIC = "int8-dynamic"
+    FP16 = "fp16"
+    AUTO = "auto"
+
+
+class Calibrator(str, enum.Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Preprocess(str, enum.Enum):
+    FULL = "symbolic-shape+optimize+onnx-shape"
+    NO_SYMBOLIC = "optimize+onnx-shape (symbolic shape inference failed)"
+    NONE = "none (pre-processing failed)"
+    NOT_NEEDED = "not needed"
+
+
+DYNAMIC_OP_TYPES = ("MatMul", "Attention", "LSTM", "GRU")
+RANGE_LIMIT = 1e4  # an activation reaching this magnitude stays float (see wide_range_tensors)
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How one variant is made. `calibrator` only matters for INT8_STATIC."""
+
+    mode: QuantMode
+    calibrator: Calibrator = Calibrator.MINMAX
+    per_channel: bool = True
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    op_types: tuple[str, ...] = ()  # only these op types are quantized; empty: all ORT can quantize
+    symmetric_activations: bool = False  # int8 activations, as TensorRT wants; uint8 suits x86 CPUs
+
+    def __post_init__(self) -> None:
+        if self.mode is QuantMode.AUTO:
+            raise CalibrationError("QuantConfig describes one variant; AUTO picks among several (use quantize_bundle)")
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.mode is QuantMode.FP16 else "int8"
+
+    @property
+    def variant(self) -> str:
+        """The variant name in the bundle: int8, int8-dynamic or fp16."""
+        return {QuantMode.INT8_STATIC: "int8", QuantMode.INT8_DYNAMIC: "int8-dynamic", QuantMode.FP16: "fp16"}[self.mode]
+
+    def excluding(self, nodes: Sequence[str]) -> QuantConfig:
+        return replace(self, exclude_nodes=tuple(dict.fromkeys((*self.exclude_nodes, *nodes))))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A pre-processed float graph, ready to quantize; `notes` say why a fallback ran."""
+
+    path: Path
+    method: Preprocess
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    path: Path
+    config: QuantConfig
+    preprocess: Preprocess
+    preprocess_notes: tuple[str, ...] = ()
+    excluded_nodes: tuple[str, ...] = field(default=())  # all nodes kept float, for every reason
+    wide_ranges: tuple[tuple[str, float, float], ...] = ()  # (tensor, min, max) kept float: no 8-bit grid fits
+
+    def info(self) -> dict:
+        """What the bundle manifest records about this variant."""
+        info = {
+            "mode": self.config.mode.value,
+            "per_channel": self.config.per_channel,
+            "excluded_nodes": list(self.config.exclude_nodes),
+            "excluded_op_types": list(self.config.exclude_op_types),
+            "op_types": list(self.config.op_types) or "all",
+            "kept_float": list(self.excluded_nodes),
+            "preprocess": self.preprocess.value,
+        }
+        if self.wide_ranges:
+            info["float_for_range"] = [
+                {"tensor": t, "min": _json_float(lo), "max": _json_float(hi)} for t, lo, hi in self.wide_ranges
+            ]
+        if self.config.mode is QuantMode.INT8_STATIC:
+            info["calibrator"] = self.config.calibrator.value
+            info["format"] = "qdq"
+            info["activations"] = "int8" if self.config.symmetric_activations else "uint8"
+        return info
+
+
+def _json_float(value: float) -> float | str:
+    """JSON has no infinities: write them as "-inf"/"inf"."""
+    return value if np.isfinite(value) else str(value)
+
+
+# ------------------------------------------------------------------------------------------ graphs
+def name_nodes(model) -> None:
+    """Give every unnamed node a stable name (op_type_index) so exclusions and reports can name it."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def quantized_nodes(model) -> list[str]:
+    """Names of the compute nodes of a QDQ graph whose every float input comes out of a
+    DequantizeLinear and whose every output goes into a QuantizeLinear.
+
+    Those are the node units ONNX Runtime fuses into integer kernels. An excluded node keeps float
+    weights, and an op without an integer kernel (Log, Softmax...) has no Q after it, so neither is
+    listed even when its neighbours hand it dequantized activations.
+    """
+    from onnx import TensorProto
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    dtypes = {i.name: i.data_type for i in model.graph.initializer}
+    for info in (*model.graph.value_info, *model.graph.input, *model.graph.output):
+        dtypes.setdefault(info.name, info.type.tensor_type.elem_type)
+    dq_outputs = {out for n in model.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    names = []
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            continue
+        inputs = [i for i in node.input if i and dtypes.get(i, TensorProto.FLOAT) in floats]
+        outputs = [o for o in node.output if o and dtypes.get(o, TensorProto.FLOAT) in floats]
+        if inputs and all(i in dq_outputs for i in inputs) and all(o in q_inputs for o in outputs):
+            names.append(node.name)
+    return names
+
+
+def _load(path):
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError, OSError, ValueError...
+        raise CalibrationError(f"{path} is not a readable ONNX model ({e}); re-export the component") from e
+
+
+def _loads_in_ort(path: Path) -> str | None:
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT has no common exception base
+        return str(e).splitlines()[0]
+    return None
+
+
+def prepare_for_quantization(onnx_in, onnx_out) -> Prepared:
+    """Pre-process a float graph for quantization, falling back when a step fails."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    notes: list[str] = []
+    attempts = ((Preprocess.FULL, {}), (Preprocess.NO_SYMBOLIC, {"skip_symbolic_shape": True}))
+    quiet = logging.getLogger("onnxruntime.quantization")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        for method, options in attempts:
+            try:
+                quant_pre_process(str(onnx_in), str(onnx_out), **options)
+            except Exception as e:  # symbolic shape inference raises anything from AssertionError to sympy errors
+                notes.append(f"{method.name.lower()} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                continue
+            problem = _loads_in_ort(onnx_out)
+            if problem is None:
+                break
+            notes.append(f"{method.name.lower()} produced a graph ONNX Runtime rejects: {problem}")
+        else:
+            method = Preprocess.NONE
+            shutil.copyfile(onnx_in, onnx_out)
+    finally:
+        quiet.setLevel(level)
+    model = onnx.load(str(onnx_out))
+    name_nodes(model)
+    onnx.save(model, str(onnx_out))
+    return Prepared(onnx_out, method, tuple(notes))
+
+
+def _nodes_to_exclude(path: Path, config: QuantConfig) -> list[str]:
+    model = _load(path)
+    names = {n.name for n in model.graph.node}
+    unknown = [n for n in config.exclude_nodes if n not in names]
+    if unknown:
+        raise CalibrationError(
+            f"exclude_nodes {unknown} are not nodes of {path.name}; node names refer to the pre-processed graph "
+            f"(e.g. {sorted(names)[:5]})"
+        )
+    by_type = [n.name for n in model.graph.node if n.op_type in config.exclude_op_types]
+    return list(dict.fromkeys((*config.exclude_nodes, *by_type)))
+
+
+# ------------------------------------------------------------------------------------------ quantizers
+def quantize_onnx(onnx_in, onnx_out, config: QuantConfig, reader=None, *, prepared: Prepared | None = None,
+                  calibration_cache=None) -> QuantResult:
+    """Make one variant of `onnx_in` at `onnx_out` as `config` says.
+
+    `prepared`: an already pre-processed graph of `onnx_in` (repair loops reuse it so node names stay
+    the same); `calibration_cache`: a JSON file of tensor ranges ORT reuses instead of calibrating again.
+    """
+    onnx_out = Path(onnx_out)
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
+    if config.mode is QuantMode.FP16:
+        return _convert_fp16(Path(onnx_in), onnx_out, config)
+    if config.mode is QuantMode.INT8_STATIC and reader is None and calibration_cache is None:
+        raise CalibrationError("int8-static needs calibration data (a reader or a calibration cache); none was given")
+    wide: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="fusionrt-quant-") as tmp:
+        if prepared is None:
+            prepared = prepare_for_quantization(onnx_in, Path(tmp) / "prepared.onnx")
+        exclude = _nodes_to_exclude(prepared.path, config)
+        try:
+            if config.mode is QuantMode.INT8_STATIC:
+                cache = Path(calibration_cache) if calibration_cache is not None else Path(tmp) / "ranges.json"
+                if not cache.is_file():
+                    calibrate_ranges(prepared.path, reader, config.calibrator, cache)
+                wide = wide_range_tensors(cache)
+                exclude += [n for n in _nodes_touching(prepared.path, wide) if n not in exclude]
+                _static(prepared.path, onnx_out, config, exclude, cache)
+            else:
+                _dynamic(prepared.path, onnx_out, config, exclude)
+        except CalibrationError:
+            raise
+        except Exception as e:  # ORT's quantizer raises ValueError, RuntimeError, KeyError...
+            raise CalibrationError(
+                f"onnxruntime could not quantize {Path(onnx_in).name} ({config.variant}): {type(e).__name__}: {e}"
+            ) from e
+    ranges = tuple((t, lo, hi) for t, (lo, hi) in sorted(wide.items()))
+    return QuantResult(onnx_out, config, prepared.method, prepared.notes, tuple(exclude), ranges)
+
+
+# Histogram settings passed to ORT's calibrators. quantize_static cannot pass bin counts, and its
+# entropy default (128 bins, 128 quantized bins) has a single candidate threshold, i.e. MinMax.
+# TensorRT uses 2048 bins, but ORT's threshold search is quadratic in Python (measured on a 3-conv
+# net: 0.6 s at 512 bins, 2 s at 1024, 5 s at 2048); 512 gives 193 candidate thresholds.
+CALIBRATOR_OPTIONS = {
+    Calibrator.MINMAX: {},
+    Calibrator.ENTROPY: {"num_bins": 512, "num_quantized_bins": 128},
+    Calibrator.PERCENTILE: {"num_bins": 2048, "percentile": 99.999},
+}
+
+
+def _ort_method(calibrator: Calibrator):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {
+        Calibrator.MINMAX: CalibrationMethod.MinMax,
+        Calibrator.ENTROPY: CalibrationMethod.Entropy,
+        Calibrator.PERCENTILE: CalibrationMethod.Percentile,
+    }[calibrator]
+
+
+def calibrate_ranges(path: Path, reader, calibrator: Calibrator, cache: Path) -> None:
+    """Run `reader`'s batches through `path` and write the activation ranges to `cache` (ORT's JSON format).
+
+    Histogram calibrators cannot bin infinite values (attention masks filled with -inf): they skip
+    the op types that touch a tensor MinMax found too wide, and those tensors keep MinMax ranges.
+    """
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+
+    minmax = _collect_ranges(path, reader, Calibrator.MINMAX, None)
+    if calibrator is Calibrator.MINMAX:
+        save_tensors_data(minmax, cache)
+        return
+    model = _load(path)
+    wide = set(_wide(minmax))
+    blocked = {n.op_type for n in model.graph.node if wide & {*n.input, *n.output}}
+    op_types = sorted({n.op_type for n in model.graph.node} - blocked)
+    histogram = _collect_ranges(path, reader, calibrator, op_types)
+    merged = {name: histogram.data.get(name, data) for name, data in minmax.data.items()}
+    save_tensors_data(TensorsData(_ort_method(calibrator), merged), cache)
+
+
+def _collect_ranges(path: Path, reader, calibrator: Calibrator, op_types):
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    if hasattr(reader, "rewind"):
+        reader.rewind()
+    with tempfile.TemporaryDirectory(prefix="fusionrt-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        collector = create_calibrator(
+            path,
+            op_types,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_ort_method(calibrator),
+            extra_options=CALIBRATOR_OPTIONS[calibrator],
+        )
+        collector.collect_data(reader)
+        return collector.compute_data()
+
+
+def _static(path: Path, out: Path, config: QuantConfig, exclude: list[str], cache: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # ORT derives scales for the infinite ranges too
+        quantize_static(
+            str(path),
+            str(out),
+            None,  # the ranges come from the cache calibrate_ranges wrote
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(config.op_types) or None,
+            per_channel=config.per_channel,
+            activation_type=QuantType.QInt8 if config.symmetric_activations else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method=_ort_method(config.calibrator),
+            extra_options={"ActivationSymmetric": config.symmetric_activations},
+            calibration_cache_path=str(cache),
+        )
+
+
+def wide_range_tensors(cache: Path, limit: float = RANGE_LIMIT) -> dict[str, tuple[float, float]]:
+    """Tensors whose calibrated range reaches `limit` in magnitude (or is not finite): an 8-bit grid
+    over them is too coarse for the values that matter. The usual case is an attention mask filled
+    with -inf, the float minimum or -10000 before a Softmax; power spectra are another."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    return _wide(load_tensors_data(cache), limit)
+
+
+def _wide(tensors_data, limit: float = RANGE_LIMIT) -> dict[str, tuple[float, float]]:
+    wide = {}
+    for name, data in tensors_data.data.items():
+        low, high = (np.asarray(v, dtype=np.float64) for v in data.range_value)
+        low_value, high_value = float(low.min()), float(high.max())
+        if not (np.isfinite(low_value) and np.isfinite(high_value)) or max(-low_value, high_value) >= limit:
+            wide[name] = (low_value, high_value)
+    return wide
+
+
+def _nodes_touching(path: Path, tensors) -> list[str]:
+    """Producers and readers of `tensors`: excluding them all keeps those tensors out of Q/DQ pairs."""
+    if not tensors:
+        return []
+    model = _load(path)
+    return [n.name for n in model.graph.node if set(tensors) & {*n.input, *n.output}]
+
+
+def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(path),
+        str(out),
+        op_types_to_quantize=list(config.op_types or DYNAMIC_OP_TYPES),
+        per_channel=config.per_channel,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+    )
+
+
+def _convert_fp16(onnx_in: Path, onnx_out: Path, config: QuantConfig) -> QuantResult:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = _load(onnx_in)
+    name_nodes(model)
+    try:
+        half = convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            op_block_list=list(config.exclude_op_types) or None,
+            node_block_list=list(config.exclude_nodes) or None,
+        )
+    except Exception as e:  # the converter raises plain Exceptions from shape inference
+        raise CalibrationError(f"could not convert {onnx_in.name} to fp16: {type(e).__name__}: {e}") from e
+    del half.graph.value_info[:]  # the converter can leave stale fp16 types there; ORT infers them again
+    _sort_topologically(half.graph)
+    onnx.save(half, str(onnx_out))
+    return QuantResult(onnx_out, config, Preprocess.NOT_NEEDED, (), tuple(config.exclude_nodes))
+
+
+def _sort_topologically(graph) -> None:
+    """The fp16 converter appends its input Casts after the nodes that read them; put nodes in order."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    nodes = [_copy(n) for n in graph.node]
+    pending, ordered = list(range(len(nodes))), []
+    while pending:
+        runnable = [k for k in pending if all(i in ready for i in nodes[k].input)]
+        if not runnable:
+            raise CalibrationError(f"the fp16 graph has a cycle or dangling inputs at {[nodes[k].name for k in pending][:3]}")
+        for k in runnable:
+            ordered.append(nodes[k])
+            ready.update(nodes[k].output)
+        done = set(runnable)
+        pending = [k for k in pending if k not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _copy(message):
+    clone = type(message)()
+    clone.CopyFrom(message)
+    return clone
+
+
+def quantize_int8_static(onnx_in, onnx_out, reader, *, calibrator: Calibrator = Calibrator.MINMAX,
+                         per_channel: bool = True, exclude_nodes: Sequence[str] = (),
+                         exclude_op_types: Sequence[str] = ()) -> QuantResult:
+    """Float ONNX -> QDQ INT8 ONNX, with activation ranges calibrated on `reader`'s batches."""
+    config = QuantConfig(QuantMode.INT8_STATIC, calibrator, per_channel, tuple(exclude_nodes), tuple(exclude_op_types))
+    return quantize_onnx(onnx_in, onnx_out, config, reader)
+
+
+def quantize_int8_dynamic(onnx_in, onnx_out, *, per_channel: bool = True, exclude_nodes: Sequence[str] = (),
+                          exclude_op_types: Sequence[str] = ()) -> QuantResult:
+    """Float ONNX -> INT8 weights with activations quantized at run time (MatMul/attention/RNN)."""
+    config = QuantConfig(QuantMode.INT8_DYNAMIC, per_channel=per_channel, exclude_nodes=tuple(exclude_nodes),
+                         exclude_op_types=tuple(exclude_op_types))
+    return quantize_onnx(onnx_in, onnx_out, config)
+
+
+def convert_fp16(onnx_in, onnx_out, *, exclude_nodes: Sequence[str] = (),
+                 exclude_op_types: Sequence[str] = ()) -> QuantResult:
+    """Float32 ONNX -> float16 weights and compute, float32 inputs and outputs kept."""
+    config = QuantConfig(QuantMode.FP16, exclude_nodes=tuple(exclude_nodes), exclude_op_types=tuple(exclude_op_types))
+    return quantize_onnx(onnx_in, onnx_out, config)
+
+
+def per_channel_scales(model) -> dict[str, tuple[int, ...]]:
+    """Shape of each weight DequantizeLinear's scale (per-channel weights have a 1-D scale)."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    shapes = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers and node.input[1] in initializers:
+            shapes[node.input[0]] = tuple(initializers[node.input[1]].dims)
+    return shapes
+
+
+__all__ = [
+    "Calibrator",
+    "Prepared",
+    "Preprocess",
+    "QuantConfig",
+    "QuantMode",
+    "QuantResult",
+    "convert_fp16",
+    "name_nodes",
+    "prepare_for_quantization",
+    "quantize_int8_dynamic",
+    "quantize_int8_static",
+    "quantize_onnx",
+    "per_channel_scales",
+    "quantized_nodes",
+]

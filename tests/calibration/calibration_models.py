@@ -1,0 +1,305 @@
+"""Tiny ONNX models built with onnx.helper, and a whole bundle of them, for the calibration tests.
+
+The bundle follows the manifest contract: an image encoder (uint8 NHWC in, cast/normalise/layout
+inside), an audio encoder (float PCM window), a text encoder (ids + mask, masked mean of an
+embedding table) with a `tokenizers` tokenizer.json, and a fusion head (embeddings * presence ->
+logits). Its labels are the FP32 model's own predictions, so FP32 accuracy is 100 % and any
+quantization loss shows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+EMBED = 8
+IMAGE = 16
+SAMPLE_RATE = 8000
+WINDOW = 800
+MAX_LENGTH = 8
+LABELS = ("a", "b", "c", "d")
+WORDS = ("red", "green", "blue", "big", "small", "cat", "dog", "runs", "sits", "the")
+
+
+def _model(nodes, name, inputs, outputs, initializers, *, check: bool = True) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    if check:
+        onnx.checker.check_model(model)
+    return model
+
+
+def conv_net(rng: np.random.Generator, channels=(16, 32, 32), size: int = 32) -> onnx.ModelProto:
+    """float [batch, 3, size, size] -> 3 Conv+Relu (strided) -> GAP -> Gemm -> [batch, 10]."""
+    nodes, init, previous, width = [], {}, "x", 3
+    for k, c in enumerate(channels, start=1):
+        init[f"w{k}"] = rng.normal(0, np.sqrt(2 / (9 * width)), (c, width, 3, 3)).astype(np.float32)
+        init[f"b{k}"] = rng.normal(0, 0.1, c).astype(np.float32)
+        nodes.append(helper.make_node("Conv", [previous, f"w{k}", f"b{k}"], [f"c{k}"], name=f"conv{k}", pads=[1] * 4,
+                                      strides=[1, 1] if k == 1 else [2, 2]))
+        nodes.append(helper.make_node("Relu", [f"c{k}"], [f"r{k}"], name=f"relu{k}"))
+        previous, width = f"r{k}", c
+    init["wf"] = rng.normal(0, np.sqrt(1 / width), (width, 10)).astype(np.float32)
+    init["bf"] = np.zeros(10, np.float32)
+    nodes += [
+        helper.make_node("GlobalAveragePool", [previous], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, size, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])
+    return _model(nodes, "conv_net", [x], [y], init)
+
+
+def mlp_with_sensitive_node(rng: np.random.Generator, width: int = 32) -> onnx.ModelProto:
+    """x -> mm_in -> relu -> mm_sensitive -> relu -> mm_out. mm_sensitive's weight has one huge row
+    that meets an always-zero input channel: it never matters in float, but it sets the per-column
+    int8 scale so every other weight of that node rounds to zero."""
+    w_in = rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
+    w_in[:, 0] = 0.0  # channel 0 of the hidden activation is always 0
+    w_sensitive = rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
+    w_sensitive[0, :] = 200.0
+    w_out = rng.normal(0, 1 / np.sqrt(width), (width, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_in"], ["a"], name="mm_in"),
+        helper.make_node("Relu", ["a"], ["a_relu"], name="relu_in"),
+        helper.make_node("MatMul", ["a_relu", "w_sensitive"], ["b"], name="mm_sensitive"),
+        helper.make_node("Relu", ["b"], ["b_relu"], name="relu_sensitive"),
+        helper.make_node("MatMul", ["b_relu", "w_out"], ["y"], name="mm_out"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    return _model(nodes, "mlp", [x], [y], {"w_in": w_in, "w_sensitive": w_sensitive, "w_out": w_out})
+
+
+def reshape_from_input(rng: np.random.Generator) -> onnx.ModelProto:
+    """MatMul then Reshape to a shape given as an input of unknown rank: ORT's symbolic shape
+    inference fails on it (as it does on some BERT exports), plain ONNX shape inference does not."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+        helper.make_node("Reshape", ["m", "shape"], ["y"], name="reshape"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])
+    shape = helper.make_tensor_value_info("shape", TensorProto.INT64, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    weights = {"w": rng.normal(0, 0.25, (16, 16)).astype(np.float32)}
+    return _model(nodes, "reshape", [x, shape], [y], weights, check=False)  # the checker wants every input's rank
+
+
+def masked_softmax(rng: np.random.Generator, width: int = 16) -> onnx.ModelProto:
+    """Attention-style scores plus a mask that is -inf where `keep` is 0, then Softmax and a MatMul:
+    the mask and the masked scores have an infinite range that no 8-bit grid can cover."""
+    init = {
+        "w_scores": rng.normal(0, 1, (width, width)).astype(np.float32),
+        "w_out": rng.normal(0, 1 / np.sqrt(width), (width, 4)).astype(np.float32),
+        "zero": np.array(0.0, np.float32),
+        "minus_inf": np.array(-np.inf, np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_scores"], ["scores"], name="scores"),
+        helper.make_node("Equal", ["keep", "zero"], ["dropped"], name="dropped"),
+        helper.make_node("Where", ["dropped", "minus_inf", "zero"], ["mask"], name="mask"),
+        helper.make_node("Add", ["scores", "mask"], ["masked"], name="apply_mask"),
+        helper.make_node("Softmax", ["masked"], ["weights"], axis=-1, name="softmax"),
+        helper.make_node("MatMul", ["weights", "w_out"], ["y"], name="mm_out"),
+    ]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", width]) for n in ("x", "keep")]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    return _model(nodes, "masked_softmax", inputs, [y], init)
+
+
+# ------------------------------------------------------------------------------------------ bundle
+def image_encoder(rng: np.random.Generator) -> onnx.ModelProto:
+    init = {
+        "scale": np.array(1 / 255.0, np.float32),
+        "mean": np.array([0.5, 0.5, 0.5], np.float32).reshape(1, 3, 1, 1),
+        "w1": rng.normal(0, 0.5, (8, 3, 3, 3)).astype(np.float32),
+        "b1": rng.normal(0, 0.1, 8).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (16, 8, 3, 3)).astype(np.float32),
+        "b2": rng.normal(0, 0.1, 16).astype(np.float32),
+        "wp": rng.normal(0, 0.5, (16, EMBED)).astype(np.float32),
+        "bp": np.zeros(EMBED, np.float32),
+    }
+    nodes = [
+        helper.make_node("Cast", ["image"], ["f"], to=TensorProto.FLOAT, name="cast"),
+        helper.make_node("Mul", ["f", "scale"], ["f01"], name="to_unit"),
+        helper.make_node("Transpose", ["f01"], ["nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
+        helper.make_node("Sub", ["nchw", "mean"], ["centred"], name="centre"),
+        helper.make_node("Conv", ["centred", "w1", "b1"], ["c1"], pads=[1] * 4, name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1] * 4, strides=[2, 2], name="conv2"),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "wp", "bp"], ["embedding"], name="project"),
+    ]
+    x = helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", IMAGE, IMAGE, 3])
+    y = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED])
+    return _model(nodes, "image_encoder", [x], [y], init)
+
+
+def audio_encoder(rng: np.random.Generator) -> onnx.ModelProto:
+    init = {
+        "w1": rng.normal(0, 1 / np.sqrt(WINDOW), (WINDOW, 32)).astype(np.float32),
+        "w2": rng.normal(0, 1 / np.sqrt(32), (32, EMBED)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["audio", "w1"], ["h"], name="frontend"),
+        helper.make_node("Abs", ["h"], ["energy"], name="energy"),
+        helper.make_node("MatMul", ["energy", "w2"], ["embedding"], name="project"),
+    ]
+    x = helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", WINDOW])
+    y = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED])
+    return _model(nodes, "audio_encoder", [x], [y], init)
+
+
+def text_encoder(rng: np.random.Generator, vocab_size: int) -> onnx.ModelProto:
+    init = {
+        "table": rng.normal(0, 1, (vocab_size, 16)).astype(np.float32),
+        "axis1": np.array([1], np.int64),
+        "w": rng.normal(0, 0.25, (16, EMBED)).astype(np.float32),
+        "one": np.array(1.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["tokens"], name="embed"),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT, name="mask_float"),
+        helper.make_node("Unsqueeze", ["mask", "axis1"], ["mask3"], name="mask_axis"),
+        helper.make_node("Transpose", ["mask3"], ["mask_t"], perm=[0, 2, 1], name="mask_t"),
+        helper.make_node("Mul", ["tokens", "mask_t"], ["masked"], name="apply_mask"),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0, name="sum_tokens"),
+        helper.make_node("ReduceSum", ["mask", "axis1"], ["count"], keepdims=1, name="count_tokens"),
+        helper.make_node("Max", ["count", "one"], ["safe_count"], name="at_least_one"),
+        helper.make_node("Div", ["summed", "safe_count"], ["pooled"], name="mean"),
+        helper.make_node("MatMul", ["pooled", "w"], ["embedding"], name="project"),
+    ]
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])
+    y = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED])
+    return _model(nodes, "text_encoder", [ids, mask], [y], init)
+
+
+def fusion_head(rng: np.random.Generator, modalities=("text", "image", "audio")) -> onnx.ModelProto:
+    n = len(modalities)
+    spread = np.kron(np.eye(n, dtype=np.float32), np.ones((1, EMBED), np.float32))  # presence [b,n] -> mask [b,n*E]
+    init = {
+        "spread": spread,
+        "w": rng.normal(0, 1 / np.sqrt(n * EMBED), (n * EMBED, len(LABELS))).astype(np.float32),
+        "b": np.zeros(len(LABELS), np.float32),
+    }
+    nodes = [
+        helper.make_node("Concat", list(modalities), ["joined"], axis=1, name="join"),
+        helper.make_node("MatMul", ["presence", "spread"], ["mask"], name="spread_presence"),
+        helper.make_node("Mul", ["joined", "mask"], ["present"], name="mask_missing"),
+        helper.make_node("Gemm", ["present", "w", "b"], ["logits"], name="classify"),
+    ]
+    inputs = [helper.make_tensor_value_info(m, TensorProto.FLOAT, ["batch", EMBED]) for m in modalities]
+    inputs.append(helper.make_tensor_value_info("presence", TensorProto.FLOAT, ["batch", n]))
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])
+    return _model(nodes, "fusion", inputs, [y], init)
+
+
+def write_tokenizer(directory: Path) -> int:
+    """A WordLevel tokenizer.json over WORDS; returns the vocabulary size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"pad_token": "[PAD]"}))
+    return len(vocab)
+
+
+def _spec(name, dtype, shape) -> dict:
+    return {"name": name, "dtype": dtype, "shape": list(shape)}
+
+
+def write_bundle(root: Path, seed: int = 0) -> Path:
+    """A 3-encoder + fusion bundle under `root`, manifest written with fusionrt.bundle.write_manifest."""
+    from fusionrt.bundle import FORMAT, FORMAT_VERSION, write_manifest
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    vocab_size = write_tokenizer(root / "tokenizer")
+    models = {
+        "text_encoder": text_encoder(rng, vocab_size),
+        "image_encoder": image_encoder(rng),
+        "audio_encoder": audio_encoder(rng),
+        "fusion": fusion_head(rng),
+    }
+    for name, model in models.items():
+        onnx.save(model, str(root / f"{name}.fp32.onnx"))
+    embedding = [_spec("embedding", "float32", ["batch", EMBED])]
+    variants = lambda name: {  # noqa: E731
+        "fp32": {"file": f"{name}.fp32.onnx", "precision": "fp32", "exporter": "onnx.helper"}
+    }
+    encoder = lambda name, modality, inputs, pre: {  # noqa: E731
+        "role": "encoder", "modality": modality, "rate_hz": 10.0, "inputs": inputs, "outputs": embedding,
+        "preprocessing": pre, "variants": variants(name), "default_variant": "fp32",
+    }  # fmt: skip
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "created": "2024-01-01T00:00:00+00:00",
+        "task": {"kind": "classification", "labels": list(LABELS)},
+        "modalities": ["text", "image", "audio"],
+        "components": {
+            "text_encoder": encoder(
+                "text_encoder", "text",
+                [_spec("input_ids", "int64", ["batch", "sequence"]), _spec("attention_mask", "int64", ["batch", "sequence"])],
+                {"max_length": MAX_LENGTH, "padding": "max_length"},
+            ),
+            "image_encoder": encoder(
+                "image_encoder", "image", [_spec("image", "uint8", ["batch", IMAGE, IMAGE, 3])],
+                {"height": IMAGE, "width": IMAGE, "channel_order": "bgr"},
+            ),
+            "audio_encoder": encoder(
+                "audio_encoder", "audio", [_spec("audio", "float32", ["batch", WINDOW])],
+                {"sample_rate": SAMPLE_RATE, "window_samples": WINDOW},
+            ),
+            "fusion": {
+                "role": "fusion", "modality": None, "rate_hz": None,
+                "inputs": [_spec(m, "float32", ["batch", EMBED]) for m in ("text", "image", "audio")]
+                + [_spec("presence", "float32", ["batch", 3])],
+                "outputs": [_spec("logits", "float32", ["batch", len(LABELS)])],
+                "preprocessing": {}, "variants": variants("fusion"), "default_variant": "fp32",
+            },
+        },  # fmt: skip
+        "tokenizer": "tokenizer",
+        "tools": {},
+    }
+    write_manifest(root, manifest)
+    return root
+
+
+class Items:
+    """Raw multimodal items (BGR images, PCM, texts) with labels, like fusionrt.data.DigitsData."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        base = rng.integers(0, 256, (n, 1, 1, 3))
+        self.images = np.clip(base + rng.normal(0, 40, (n, IMAGE, IMAGE, 3)), 0, 255).astype(np.uint8)
+        t = np.arange(WINDOW) / SAMPLE_RATE
+        freq = rng.uniform(100, 2000, (n, 1))
+        self.audio = (np.sin(2 * np.pi * freq * t) * rng.uniform(0.1, 1.0, (n, 1))).astype(np.float32)
+        self.texts = tuple(" ".join(rng.choice(WORDS, size=rng.integers(2, 7))) for _ in range(n))
+        self.labels = np.zeros(n, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def labelled_set(bundle, n: int, seed: int):
+    """A CalibrationSet of `n` items whose labels are the FP32 bundle's own predictions."""
+    from fusionrt.calibration import BundleRunner, CalibrationSet
+
+    items = CalibrationSet.from_data(bundle, Items(n, seed), source=f"synthetic seed {seed}")
+    items.labels = BundleRunner(bundle, items).logits().argmax(axis=1)
+    return items

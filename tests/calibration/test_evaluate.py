@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from calibration_models import LABELS, Items
+
+from fusionrt.bundle import load
+from fusionrt.calibration import BundleRunner, CalibrationSet, evaluate, evaluate_bundle
+from fusionrt.errors import CalibrationError
+
+
+def test_evaluation_runs_the_onnx_files_and_writes_reports(bundle_dir, heldout):
+    report = evaluate_bundle(bundle_dir, heldout, ["fp32", "default"])
+    fp32 = report["variants"]["fp32"]
+    assert fp32["accuracy"] == 1.0 and fp32["macro_f1"] == 1.0 and fp32["count"] == len(heldout.labels)
+    assert set(fp32["per_class_recall"]) == set(LABELS)
+    matrix = np.array(fp32["confusion_matrix"])
+    assert matrix.sum() == len(heldout.labels) and np.trace(matrix) == matrix.sum()
+    assert np.array_equal(matrix.sum(axis=1), np.bincount(heldout.labels, minlength=len(LABELS)))
+    assert fp32["components"] == {"text_encoder": "fp32", "image_encoder": "fp32", "audio_encoder": "fp32", "fusion": "fp32"}
+    png = bundle_dir / fp32["confusion_png"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((bundle_dir / "reports" / "eval.json").read_text())["variants"]["fp32"]["accuracy"] == 1.0
+    reloaded = load(bundle_dir)  # every hash checked: the manifest lists the new report files
+    assert {"reports/eval.json", "reports/confusion_fp32.png"} <= set(reloaded.manifest["files"])
+
+
+def test_a_missing_modality_degrades_instead_of_failing(bundle, heldout):
+    no_audio = CalibrationSet(bundle, images=heldout.images, texts=heldout.texts, labels=heldout.labels)
+    runner = BundleRunner(bundle, no_audio)
+    logits = runner.logits()
+    assert logits.shape == (len(heldout.labels), len(LABELS))
+    assert runner.metrics(logits)["accuracy"] < 1.0  # the labels came from the full model
+
+
+def test_bad_requests_are_named(bundle, heldout):
+    with pytest.raises(CalibrationError, match="int4"):
+        evaluate(bundle, heldout, ["int4"], write=False)
+    unlabelled = CalibrationSet.from_data(bundle, Items(4, seed=0))
+    unlabelled.labels = None
+    with pytest.raises(CalibrationError, match="no labels"):
+        evaluate(bundle, unlabelled, ["fp32"], write=False)
+    short = CalibrationSet(bundle, images=heldout.images[:3], labels=heldout.labels)
+    with pytest.raises(CalibrationError, match="3 image items for 120 labels"):
+        BundleRunner(bundle, short)

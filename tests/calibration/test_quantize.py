@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from calibration_models import conv_net, masked_softmax, mlp_with_sensitive_node, reshape_from_input
+from onnx import TensorProto, numpy_helper
+
+from fusionrt.calibration import (
+    Calibrator,
+    FeedsReader,
+    Preprocess,
+    QuantConfig,
+    QuantMode,
+    compare_outputs,
+    convert_fp16,
+    per_channel_scales,
+    quantize_int8_dynamic,
+    quantize_int8_static,
+    quantized_nodes,
+)
+from fusionrt.errors import CalibrationError
+
+
+@pytest.fixture(scope="module")
+def conv_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("conv") / "conv.onnx"
+    onnx.save(conv_net(np.random.default_rng(0)), str(path))
+    return path
+
+
+def _images(seed: int, n: int = 16, batch: int = 8) -> list[dict]:
+    x = np.random.default_rng(seed).random((n, 3, 32, 32), dtype=np.float32)
+    return [{"x": x[i : i + batch]} for i in range(0, n, batch)]
+
+
+def _ops(path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+def test_static_int8_is_qdq_per_channel_and_close_to_fp32(conv_path, tmp_path):
+    result = quantize_int8_static(conv_path, tmp_path / "conv.int8.onnx", FeedsReader(_images(0)))
+    model = onnx.load(str(result.path))
+    ops = _ops(result.path)
+    assert ops.count("QuantizeLinear") >= 4 and ops.count("DequantizeLinear") >= 8
+    assert result.preprocess is Preprocess.FULL
+    scales = per_channel_scales(model)
+    assert scales["w1_quantized"] == (16,) and scales["w2_quantized"] == (32,) and scales["w3_quantized"] == (32,)
+    weights = {i.name: i for i in model.graph.initializer}
+    assert weights["w2_quantized"].data_type == TensorProto.INT8
+    assert set(quantized_nodes(model)) >= {"conv1", "conv2", "conv3", "fc"}
+    held_out = _images(seed=1)
+    assert compare_outputs(conv_path, result.path, held_out).cosine_mean > 0.99
+    assert result.info()["calibrator"] == "minmax" and result.info()["format"] == "qdq"
+
+
+def _activation_scales(path) -> dict[str, float]:
+    model = onnx.load(str(path))
+    scalars = [i for i in model.graph.initializer if i.name.endswith("_scale") and not i.dims]
+    return {i.name: float(numpy_helper.to_array(i)) for i in scalars}
+
+
+@pytest.mark.parametrize("calibrator", [Calibrator.ENTROPY, Calibrator.PERCENTILE])
+def test_histogram_calibrators_clip_ranges_that_minmax_keeps(conv_path, tmp_path, calibrator):
+    minmax = quantize_int8_static(conv_path, tmp_path / "minmax.onnx", FeedsReader(_images(0)))
+    result = quantize_int8_static(conv_path, tmp_path / "q.onnx", FeedsReader(_images(0)), calibrator=calibrator)
+    assert result.config.calibrator is calibrator
+    clipped, full = _activation_scales(result.path), _activation_scales(minmax.path)
+    assert clipped.keys() == full.keys()
+    assert all(clipped[k] <= full[k] * (1 + 1e-6) for k in full) and any(clipped[k] < 0.99 * full[k] for k in full)
+    assert compare_outputs(conv_path, result.path, _images(seed=1)).cosine_mean > 0.98
+
+
+def test_excluded_nodes_and_op_types_stay_float(conv_path, tmp_path):
+    result = quantize_int8_static(
+        conv_path, tmp_path / "q.onnx", FeedsReader(_images(0)), exclude_nodes=["conv2"], exclude_op_types=["Gemm"]
+    )
+    model = onnx.load(str(result.path))
+    assert set(result.excluded_nodes) == {"conv2", "fc"}
+    quantized = quantized_nodes(model)
+    assert "conv2" not in quantized and "fc" not in quantized and "conv1" in quantized
+    weights = {i.name: i for i in model.graph.initializer}
+    assert weights["w2"].data_type == TensorProto.FLOAT and "w2_quantized" not in weights
+    assert weights["wf"].data_type == TensorProto.FLOAT
+    assert result.info()["excluded_nodes"] == ["conv2"] and result.info()["excluded_op_types"] == ["Gemm"]
+
+
+def test_unknown_excluded_node_is_named(conv_path, tmp_path):
+    with pytest.raises(CalibrationError, match="conv9"):
+        quantize_int8_static(conv_path, tmp_path / "q.onnx", FeedsReader(_images(0)), exclude_nodes=["conv9"])
+
+
+def test_dynamic_int8_quantizes_matmuls(tmp_path):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(mlp_with_sensitive_node(np.random.default_rng(0)), str(path))
+    result = quantize_int8_dynamic(path, tmp_path / "mlp.dyn.onnx", exclude_nodes=["mm_sensitive"])
+    ops = _ops(result.path)
+    assert ops.count("MatMul") == 1  # the excluded one
+    assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") == 2
+    x = np.random.default_rng(1).normal(size=(32, 32)).astype(np.float32)
+    assert compare_outputs(path, result.path, [{"x": x}]).cosine_mean > 0.99
+
+
+def test_fp16_keeps_float32_io(conv_path, tmp_path):
+    result = convert_fp16(conv_path, tmp_path / "conv.fp16.onnx")
+    model = onnx.load(str(result.path))
+    onnx.checker.check_model(model)
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "w1")).dtype == np.float16
+    agreement = compare_outputs(conv_path, result.path, _images(seed=1))
+    assert agreement.cosine_min > 0.9999 and agreement.max_abs_error < 1e-2
+
+
+def test_preprocessing_falls_back_when_symbolic_shape_inference_fails(tmp_path):
+    path = tmp_path / "reshape.onnx"
+    onnx.save(reshape_from_input(np.random.default_rng(0)), str(path))
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(4, 16)).astype(np.float32), "shape": np.array([4, 4, 4], np.int64)} for _ in range(3)]
+    result = quantize_int8_static(path, tmp_path / "reshape.int8.onnx", FeedsReader(feeds))
+    assert result.preprocess is Preprocess.NO_SYMBOLIC
+    assert "full failed" in result.preprocess_notes[0]
+    assert "mm" in quantized_nodes(onnx.load(str(result.path)))
+    assert compare_outputs(path, result.path, feeds).cosine_mean > 0.99
+
+
+def test_config_names_the_variant():
+    assert QuantConfig(QuantMode.INT8_STATIC).variant == "int8"
+    assert QuantConfig(QuantMode.INT8_DYNAMIC).variant == "int8-dynamic"
+    assert QuantConfig(QuantMode.FP16).precision == "fp16"
+    assert QuantConfig(QuantMode.INT8_STATIC).excluding(["a", "b"]).excluding(["a"]).exclude_nodes == ("a", "b")
+    with pytest.raises(CalibrationError, match="AUTO"):
+        QuantConfig(QuantMode.AUTO)
+    with pytest.raises(CalibrationError, match="calibration data"):
+        from fusionrt.calibration import quantize_onnx
+
+        quantize_onnx("unused.onnx", "out.onnx", QuantConfig(QuantMode.INT8_STATIC))
+
+
+@pytest.mark.parametrize("calibrator", [Calibrator.MINMAX, Calibrator.PERCENTILE])
+def test_tensors_with_an_infinite_range_stay_float(tmp_path, calibrator):
+    path = tmp_path / "masked.onnx"
+    onnx.save(masked_softmax(np.random.default_rng(0)), str(path))
+    rng = np.random.default_rng(1)
+    feeds = [
+        {"x": rng.normal(size=(8, 16)).astype(np.float32), "keep": (rng.random((8, 16)) > 0.3).astype(np.float32)}
+        for _ in range(4)
+    ]
+    result = quantize_int8_static(path, tmp_path / "masked.int8.onnx", FeedsReader(feeds), calibrator=calibrator)
+    wide = {t: (lo, hi) for t, lo, hi in result.wide_ranges}
+    assert set(wide) == {"mask", "masked"} and wide["mask"][0] == -np.inf
+    # pre-processing fused scores (MatMul) + apply_mask (Add) into one Gemm
+    assert set(result.excluded_nodes) == {"mask", "scores/MatMulAddFusion", "softmax"}
+    assert result.info()["float_for_range"][0] == {"tensor": "mask", "min": "-inf", "max": 0.0}
+    assert quantized_nodes(onnx.load(str(result.path))) == ["mm_out"]
+    assert compare_outputs(path, result.path, feeds).cosine_mean > 0.99
