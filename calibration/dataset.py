@@ -23,10 +23,10 @@ from fusionrt.calibration.host import (
     TextTokenizer,
     fit_window,
     host_spec,
-    resample,
     resize_image,
 )
 from fusionrt.errors import CalibrationError
+from fusionrt.runtime.sources.resample import resample
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 AUDIO_SUFFIXES = (".wav", ".flac")

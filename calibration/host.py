@@ -6,7 +6,6 @@ host steps calibration needs: image resize and tokenization through the runtime'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -103,16 +102,6 @@ def resize_image(image: np.ndarray, spec: ImageSpec) -> np.ndarray:
     from fusionrt.runtime.preprocess import resize_image as runtime_resize
 
     return runtime_resize(image, spec.height, spec.width, spec.channel_order)[0]
-
-
-def resample(signal: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling of a mono float signal (USB microphones often record at 44.1/48 kHz)."""
-    if from_rate == to_rate:
-        return signal.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
-    g = gcd(int(from_rate), int(to_rate))
-    return resample_poly(signal, to_rate // g, from_rate // g).astype(np.float32)
 
 
 def fit_window(signal: np.ndarray, window_samples: int) -> np.ndarray:

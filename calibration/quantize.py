@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from fusionrt.errors import CalibrationError
+from fusionrt.errors import CalibrationError, FusionRTError
+from fusionrt.onnx_fp16 import fp16_from_onnx
 
 
 class QuantMode(str, enum.Enum):
@@ -394,47 +395,15 @@ def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> 
 
 def _convert_fp16(onnx_in: Path, onnx_out: Path, config: QuantConfig) -> QuantResult:
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = _load(onnx_in)
     name_nodes(model)
     try:
-        half = convert_float_to_float16(
-            model,
-            keep_io_types=True,
-            op_block_list=list(config.exclude_op_types) or None,
-            node_block_list=list(config.exclude_nodes) or None,
-        )
-    except Exception as e:  # the converter raises plain Exceptions from shape inference
-        raise CalibrationError(f"could not convert {onnx_in.name} to fp16: {type(e).__name__}: {e}") from e
-    del half.graph.value_info[:]  # the converter can leave stale fp16 types there; ORT infers them again
-    _sort_topologically(half.graph)
+        half = fp16_from_onnx(model, op_block_list=config.exclude_op_types, node_block_list=config.exclude_nodes)
+    except FusionRTError as e:
+        raise CalibrationError(f"{onnx_in.name}: {e}") from e
     onnx.save(half, str(onnx_out))
     return QuantResult(onnx_out, config, Preprocess.NOT_NEEDED, (), tuple(config.exclude_nodes))
-
-
-def _sort_topologically(graph) -> None:
-    """The fp16 converter appends its input Casts after the nodes that read them; put nodes in order."""
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    nodes = [_copy(n) for n in graph.node]
-    pending, ordered = list(range(len(nodes))), []
-    while pending:
-        runnable = [k for k in pending if all(i in ready for i in nodes[k].input)]
-        if not runnable:
-            raise CalibrationError(f"the fp16 graph has a cycle or dangling inputs at {[nodes[k].name for k in pending][:3]}")
-        for k in runnable:
-            ordered.append(nodes[k])
-            ready.update(nodes[k].output)
-        done = set(runnable)
-        pending = [k for k in pending if k not in done]
-    del graph.node[:]
-    graph.node.extend(ordered)
-
-
-def _copy(message):
-    clone = type(message)()
-    clone.CopyFrom(message)
-    return clone
 
 
 def quantize_int8_static(onnx_in, onnx_out, reader, *, calibrator: Calibrator = Calibrator.MINMAX,

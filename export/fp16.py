@@ -22,6 +22,7 @@ import torch
 from fusionrt.export.onnx_file import OFFLINE_OPTIMIZATION, check_model
 from fusionrt.export.parity import check_parity, parity_inputs, torch_outputs
 from fusionrt.export.report import ComponentReport, Tolerance, VariantReport
+from fusionrt.onnx_fp16 import fp16_from_onnx
 
 
 def add_fp16_variant(
@@ -48,7 +49,7 @@ def add_fp16_variant(
     with tempfile.TemporaryDirectory(prefix=f".{report.name}.", dir=path.parent) as work:
         candidate = Path(work) / path.name
         t0 = time.perf_counter()
-        model = _convert(fp32_model, DEFAULT_OP_BLOCK_LIST)
+        model = fp16_from_onnx(fp32_model)
         check_model(model, f"{path.name} (fp16 conversion)")
         onnx.save(model, candidate)
         t1 = time.perf_counter()
@@ -68,19 +69,3 @@ def add_fp16_variant(
         fp32_ops=tuple(sorted(graph_ops & set(DEFAULT_OP_BLOCK_LIST))),
     )
     return dataclasses.replace(report, variants={**report.variants, "fp16": variant})
-
-
-def _convert(fp32_model: onnx.ModelProto, op_block_list: list[str]) -> onnx.ModelProto:
-    """convert_float_to_float16 with FP32 IO, repaired: the converter appends its IO Casts after the
-    nodes that read them and can leave value_info typed fp16 for an initializer it kept in fp32."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxscript import ir
-
-    model = onnx.ModelProto()
-    model.CopyFrom(fp32_model)
-    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=op_block_list)
-    del converted.graph.value_info[:]  # a cache of inferred types; onnx and ORT infer them again
-    ir_model = ir.from_proto(converted)
-    ir_model.graph.sort()
-    return ir.to_proto(ir_model)
-

@@ -31,6 +31,37 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(describe(load(args.bundle)))
 
 
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from fusionrt.calibration import CalibrationSet, quantize_bundle
+
+    if args.calib == "builtin":
+        calib = CalibrationSet.from_digits(args.bundle, "val", args.count)
+    else:
+        calib = CalibrationSet.from_directory(args.calib, args.bundle, n=args.count)
+    quantize_bundle(
+        args.bundle,
+        calib,
+        args.mode,
+        accuracy_budget=args.accuracy_budget,
+        calibrator=args.calibrator,
+        strict=args.strict,
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from fusionrt.calibration import evaluate_bundle
+
+    report = evaluate_bundle(args.bundle, args.data, tuple(args.variants.split(",")), n=args.count)
+    for variant, metrics in report["variants"].items():
+        print(f"{variant:<14} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ({metrics['count']} items)")
+
+
+def cmd_engine(args: argparse.Namespace) -> None:
+    from fusionrt.calibration import engine_bundle
+
+    engine_bundle(args.bundle, args.precision)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from fusionrt.demo import run_demo
 
@@ -56,6 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show a bundle's components, variants, IO and parity figures")
     p.add_argument("bundle", help="bundle directory")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("quantize", help="add INT8/FP16 variants, or pick the fastest inside an accuracy budget")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--calib", required=True, help="calibration directory (images/, audio/, text.txt) or 'builtin'")
+    p.add_argument("--mode", required=True, choices=["int8-static", "int8-dynamic", "fp16", "auto"])
+    p.add_argument("--calibrator", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--accuracy-budget", type=float, default=0.5, help="accuracy points a variant may lose (auto)")
+    p.add_argument("--count", type=int, default=128, help="calibration items per modality")
+    p.add_argument("--strict", action="store_true", help="exit non-zero when a component misses the budget")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("eval", help="task metrics per variant, run through the exported ONNX files")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--data", default="builtin", help="labelled directory (labels.txt + images/ audio/ text.txt) or 'builtin'")
+    p.add_argument("--variants", default="fp32", help="comma-separated: fp32,fp16,int8,int8-dynamic,default")
+    p.add_argument("--count", type=int, default=500, help="items of the built-in test split")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("engine", help="build TensorRT engines for a bundle (needs a GPU and TensorRT)")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser("demo", help="the whole chain on the built-in data: train, export, inspect")
     p.add_argument("--config", default=None, help="config (default: the built-in demo config)")

@@ -7,6 +7,16 @@ import math
 import numpy as np
 
 
+def resample(signal: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Polyphase resampling of a whole mono float signal (USB microphones often record at 44.1/48 kHz)."""
+    if rate_in == rate_out:
+        return signal.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    common = math.gcd(int(rate_in), int(rate_out))
+    return resample_poly(signal, int(rate_out) // common, int(rate_in) // common).astype(np.float32)
+
+
 class StreamResampler:
     """`scipy.signal.resample_poly` applied to a stream pushed piece by piece.
 
