@@ -228,6 +228,14 @@ def _typo(word: str, rng: np.random.Generator) -> str:
     return word[:i] + word[i + 1 :]
 
 
+SCENE_S = 1.0  # the test:// sources show one digit per second, the same one in every modality
+
+
+def scene_digit(second: int, seed: int = 0) -> int:
+    """The digit every test:// source presents during `second` of a run, so the modalities agree."""
+    return int(np.random.default_rng([seed, second]).integers(10))
+
+
 def text_vocabulary() -> tuple[str, ...]:
     """Every lowercase whole word (split on whitespace and punctuation) digit_text emits before typos."""
     sentences = (*_TEMPLATES, *_NO_DIGIT, *LABELS, "an", *(str(k) for k in range(len(LABELS))))

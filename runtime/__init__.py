@@ -3,7 +3,31 @@
 Imports neither torch nor transformers: fusionrt's core plus onnxruntime/TensorRT runs a bundle.
 """
 
+from fusionrt.runtime.budget import Budget, OverrunPolicy, StageBudget
 from fusionrt.runtime.engine import OrtEngine, open_engine
+from fusionrt.runtime.metrics import Metrics
+from fusionrt.runtime.pipeline import Pipeline, Summary, Trigger
+from fusionrt.runtime.sinks import CallbackSink, ConsoleSink, JsonlSink, PrometheusSink, TraceSink, VideoSink
 from fusionrt.runtime.sources import Replay, Source, SourceOptions, open_source
 
-__all__ = ["OrtEngine", "Replay", "Source", "SourceOptions", "open_engine", "open_source"]
+__all__ = [
+    "Budget",
+    "CallbackSink",
+    "ConsoleSink",
+    "JsonlSink",
+    "Metrics",
+    "OrtEngine",
+    "OverrunPolicy",
+    "Pipeline",
+    "PrometheusSink",
+    "Replay",
+    "Source",
+    "SourceOptions",
+    "StageBudget",
+    "Summary",
+    "TraceSink",
+    "Trigger",
+    "VideoSink",
+    "open_engine",
+    "open_source",
+]

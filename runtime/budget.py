@@ -123,6 +123,10 @@ class OverrunGuard:
             return Action.SKIP_REUSE
         return Action.DROP_OLDEST
 
+    def variant_used(self) -> None:
+        """A faster variant was switched to outside `after_run` (after an engine error)."""
+        self.faster_left = max(0, self.faster_left - 1)
+
     def take_skip(self) -> bool:
         """Whether the next input is skipped (one skip is used up when it is)."""
         if self.skips_left > 0:

@@ -1,7 +1,15 @@
-"""`Engine`: one runnable component variant on one backend, reporting the provider that really ran."""
+"""`Engine`: one runnable component variant on one backend, reporting the provider that really ran.
+
+ONNX Runtime picks execution providers in priority order (TensorRT -> CUDA -> CPU by default,
+those this onnxruntime build offers). What is *requested* and what the session *really* uses can
+differ (missing CUDA libraries, an onnxruntime-gpu shadowed by onnxruntime): the engine compares
+the two after creating the session, warns loudly on a fallback, and with `fail_on_fallback`
+refuses to run.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -9,7 +17,41 @@ import numpy as np
 
 from fusionrt.errors import EngineError
 
+log = logging.getLogger("fusionrt.runtime")
+
+TENSORRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+PRIORITY = (TENSORRT, CUDA, CPU)
+GPU_PROVIDERS = (TENSORRT, CUDA)
+
+
+def resolve_providers(requested: Sequence[str] | None) -> list[str]:
+    """The providers to ask for: `requested` as given, or every provider of PRIORITY this build offers."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        unknown = [p for p in requested if not p.endswith("ExecutionProvider")]
+        if unknown:
+            raise EngineError(f"execution provider {unknown[0]!r} is not a provider name; expected e.g. {list(PRIORITY)}")
+        return list(requested)
+    return [p for p in PRIORITY if p in available]
+
+
+def fallback_reason(requested: Sequence[str], active: Sequence[str]) -> str | None:
+    """Why the first requested provider is not the one running, or None when it is."""
+    import onnxruntime as ort
+
+    if not requested or (active and active[0] == requested[0]):
+        return None
+    wanted = requested[0]
+    if wanted not in ort.get_available_providers():
+        hint = "install onnxruntime-gpu (pip install 'fusionrt[gpu]')"
+        if wanted == TENSORRT:
+            hint = "install TensorRT and an onnxruntime-gpu built with it"
+        return f"{wanted} is not in this onnxruntime build ({ort.get_device()}); {hint}"
+    return f"{wanted} is in this build but the session did not register it (missing CUDA/cuDNN/TensorRT libraries?)"
 
 
 class OrtEngine:
@@ -22,33 +64,40 @@ class OrtEngine:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         optimization: str = "all",
+        fail_on_fallback: bool = False,
     ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise EngineError(f"ONNX file {self.path} does not exist")
+        if optimization not in _ORT_LEVELS:
+            raise EngineError(f"optimization {optimization!r}; expected one of {sorted(_ORT_LEVELS)}")
         options = ort.SessionOptions()
         options.graph_optimization_level = _ORT_LEVELS[optimization](ort)
+        options.log_severity_level = 3  # ORT's own warnings (e.g. unused initializers) are not ours to show
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        self.requested = resolve_providers(providers)
         available = ort.get_available_providers()
-        requested = list(providers) if providers else [CPU]
-        missing = [p for p in requested if p not in available]
-        if missing and len(missing) == len(requested):
-            raise EngineError(
-                f"none of the requested execution providers {requested} is available in this onnxruntime "
-                f"(available: {available})"
-            )
+        usable = [p for p in self.requested if p in available] or [CPU]
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=[p for p in requested if p in available]
-            )
+            self.session = ort.InferenceSession(str(self.path), options, providers=usable)
         except Exception as e:  # ORT raises its own exception types without a common base
             raise EngineError(f"onnxruntime could not load {self.path}: {e}") from e
+        self.fallback = fallback_reason(self.requested, self.providers)
+        if self.fallback:
+            message = f"{self.path.name}: running on {self.providers[0]}, not {self.requested[0]}: {self.fallback}"
+            if fail_on_fallback:
+                raise EngineError(message + " (--fail-on-fallback)")
+            log.warning("PROVIDER FALLBACK %s", message)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._expected = {
+            i.name: (_NUMPY_OF_ORT.get(i.type), tuple(d if isinstance(d, int) else None for d in i.shape))
+            for i in self.session.get_inputs()
+        }
 
     @property
     def providers(self) -> list[str]:
@@ -59,12 +108,35 @@ class OrtEngine:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise EngineError(f"{self.path.name}: missing inputs {missing}; expected {self.input_names}")
+        for name in self.input_names:
+            self._check_input(name, feeds[name])
         try:
             outputs = self.session.run(self.output_names, {n: feeds[n] for n in self.input_names})
         except Exception as e:
             raise EngineError(f"{self.path.name}: onnxruntime failed to run: {e}") from e
         return dict(zip(self.output_names, outputs))
 
+    def _check_input(self, name: str, array: np.ndarray) -> None:
+        dtype, shape = self._expected[name]
+        found = getattr(array, "shape", None)
+        bad_shape = found is None or len(found) != len(shape) or any(e is not None and e != f for e, f in zip(shape, found))
+        if bad_shape or (dtype is not None and array.dtype != dtype):
+            want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+            raise EngineError(
+                f"{self.path.name}: input {name!r} is {getattr(array, 'dtype', type(array).__name__)} {found}; "
+                f"the model expects {dtype} {want}"
+            )
+
+
+_NUMPY_OF_ORT = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(bool)": np.dtype(np.bool_),
+}
 
 _ORT_LEVELS = {
     "disable": lambda ort: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -75,7 +147,7 @@ _ORT_LEVELS = {
 
 
 def open_engine(path: str | Path, *, backend: str = "ort", **options) -> OrtEngine:
-    """Open one ONNX file on a backend (only ONNX Runtime until the runtime issue adds more)."""
+    """Open one ONNX file on a backend."""
     if backend != "ort":
-        raise EngineError(f"backend {backend!r} is not available; expected 'ort'")
+        raise EngineError(f"backend {backend!r} is not available for ONNX files; expected 'ort'")
     return OrtEngine(path, **options)

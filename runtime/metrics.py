@@ -49,10 +49,14 @@ class LatencyHistogram:
         if not self.count:
             return None
         rank = max(1, math.ceil(q * self.count))
+        if rank >= self.count:
+            return self.max
         for index, cumulative in enumerate(accumulate(self.counts)):
             if cumulative >= rank:
                 break
-        value = self.LOW_MS * self.GROWTH ** (index - 0.5) if index else self.min
+        if index == 0 or index == self.BUCKETS - 1:  # under- or overflow: no bucket edges to go by
+            return self.min if index == 0 else self.max
+        value = self.LOW_MS * self.GROWTH ** (index - 0.5)
         return min(self.max, max(self.min, value))
 
     @property
@@ -245,7 +249,7 @@ class Metrics:
 
     def _summary_table(self) -> str:
         d = self.to_dict()
-        head = f"{'':<18}{'count':>8}{'rate/s':>9}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}  ms"
+        head = f"{'':<24}{'count':>8}{'rate/s':>9}{'p50':>9}{'p90':>9}{'p99':>9}{'p99.9':>9}{'max':>9}  ms"
         lines = [head]
         rows = [(f"stage {n}", h, d["stage_rates_per_s"].get(n)) for n, h in sorted(self.stages.items())]
         rows += [("end to end", self.e2e, d["results_per_s"]), ("overhead", self.overhead, None)]
@@ -255,7 +259,9 @@ class Metrics:
         misses = d["deadline_misses"]
         share = f" ({misses / d['results']:.1%})" if d["results"] else ""
         jitter = f"{d['jitter_ms']:.2f} ms" if d["jitter_ms"] is not None else "-"
-        lines.append(f"results {d['results']} in {d['elapsed_s']:.1f} s; deadline misses {misses}{share}; jitter {jitter}")
+        lines.append(
+            f"results {d['results']} in {d['elapsed_s']:.1f} s; deadline misses {misses}{share}; jitter {jitter}"
+        )
         drops = ", ".join(f"{where} {reason} {n}" for (where, reason), n in sorted(self.drops.items()))
         lines.append(f"drops: {drops or 'none'}")
         actions = ", ".join(f"{stage} {action} {n}" for (stage, action), n in sorted(self.actions.items()))
@@ -264,7 +270,8 @@ class Metrics:
         for modality, uri in sorted(self.sources.items()):
             frames = self.frames.get(modality, 0)
             state = f"FAILED: {self.source_failures[modality]}" if modality in self.source_failures else "ok"
-            lines.append(f"source {modality} {uri}: {frames} frames ({d['source_rates_per_s'].get(modality, 0):.1f}/s) {state}")
+            per_s = d["source_rates_per_s"].get(modality, 0)
+            lines.append(f"source {modality} {uri}: {frames} frames ({per_s:.1f}/s) {state}")
         if self.variants:
             lines.append("variants: " + ", ".join(f"{s} {v}" for s, v in sorted(self.variants.items())))
         lines += [f"note: {note}" for note in self.notes]
@@ -281,7 +288,8 @@ class Metrics:
             _summary(out, "fusionrt_staleness_seconds", "Age of fused embeddings vs the trigger",
                      {(("modality", n),): h for n, h in sorted(self.staleness.items())})
             _counter(out, "fusionrt_results_total", "Fused results", {(): self.results})
-            _counter(out, "fusionrt_deadline_misses_total", "Results later than the deadline", {(): self.deadline_misses})
+            _counter(out, "fusionrt_deadline_misses_total", "Results later than the deadline",
+                     {(): self.deadline_misses})
             _counter(out, "fusionrt_frames_total", "Frames received per source",
                      {(("source", n),): v for n, v in sorted(self.frames.items())})
             _counter(out, "fusionrt_stage_runs_total", "Stage runs",
@@ -316,7 +324,7 @@ def _nested(pairs: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
 def _table_row(name: str, h: LatencyHistogram, per_s: float | None) -> str:
     cells = [h.quantile(q) for q in QUANTILES] + [h.max if h.count else None]
     rate = f"{per_s:9.1f}" if per_s is not None else f"{'':9}"
-    return f"{name:<18}{h.count:>8}{rate}" + "".join(f"{c:9.2f}" if c is not None else f"{'-':>9}" for c in cells)
+    return f"{name:<24}{h.count:>8}{rate}" + "".join(f"{c:9.2f}" if c is not None else f"{'-':>9}" for c in cells)
 
 
 def _labels(pairs: tuple[tuple[str, str], ...], extra: tuple[tuple[str, str], ...] = ()) -> str:
@@ -332,7 +340,8 @@ def _summary(out: list[str], name: str, help_text: str, series: dict) -> None:
     for labels, h in series.items():
         for q in QUANTILES:
             value = h.quantile(q)
-            out.append(f"{name}{_labels(labels, (('quantile', f'{q:g}'),))} {_number(value / 1e3 if value is not None else math.nan)}")
+            seconds = value / 1e3 if value is not None else math.nan
+            out.append(f"{name}{_labels(labels, (('quantile', f'{q:g}'),))} {_number(seconds)}")
         out.append(f"{name}_sum{_labels(labels)} {_number(h.total / 1e3)}")
         out.append(f"{name}_count{_labels(labels)} {h.count}")
 

@@ -13,15 +13,25 @@ import numpy as np
 from fusionrt.errors import BundleError, DataError
 
 
-def resize_image(frame: object, height: int, width: int, channel_order: str = "bgr") -> np.ndarray:
-    """uint8 [1, height, width, 3] from a uint8 HxWx3 BGR frame of any size (OpenCV INTER_AREA)."""
-    import cv2
-
+def check_image(frame: object) -> None:
+    """DataError unless the frame is a non-empty uint8 HxWx3 array (what camera sources deliver)."""
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         found = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
         raise DataError(f"camera frame must be uint8 HxWx3 (BGR), found {found}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(f"camera frame is empty ({list(frame.shape)})")
+
+
+def check_text(text: object) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"text input must be a non-empty string, found {text!r:.40}")
+
+
+def resize_image(frame: object, height: int, width: int, channel_order: str = "bgr") -> np.ndarray:
+    """uint8 [1, height, width, 3] from a uint8 HxWx3 BGR frame of any size (OpenCV INTER_AREA)."""
+    import cv2
+
+    check_image(frame)
     if frame.shape[:2] != (height, width):
         shrink = frame.shape[0] >= height and frame.shape[1] >= width
         frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -144,7 +154,7 @@ class TextTokenizer:
 
         path = Path(tokenizer_json)
         if not path.is_file():
-            raise BundleError(f"tokenizer file {path} does not exist; the bundle's text encoder needs its tokenizer.json")
+            raise BundleError(f"tokenizer file {path} does not exist; the text encoder needs its tokenizer.json")
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises plain Exception subclasses from Rust
@@ -159,8 +169,7 @@ class TextTokenizer:
         self._tokenizer = tokenizer
 
     def __call__(self, text: object) -> dict[str, np.ndarray]:
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"text input must be a non-empty string, found {text!r:.40}")
+        check_text(text)
         encoding = self._tokenizer.encode(text)
         return {
             "input_ids": np.asarray([encoding.ids], np.int64),

@@ -206,8 +206,9 @@ class LiveCapture(BaseSource):
 
 
 class TestDigitsCamera(BaseSource):
-    """A synthetic camera looking at test-split digits (`fusionrt.data.render_digit_frame`): a new
-    digit every ~0.5 s, held still in between; label = the digit shown."""
+    """A synthetic camera looking at test-split digits (`fusionrt.data.render_digit_frame`): the
+    scene's digit of each second (`fusionrt.data.scene_digit`, shared with test://dtmf and the
+    test://digits text), re-rendered every ~0.5 s; label = the digit shown."""
 
     __test__ = False  # not a pytest class
 
@@ -217,10 +218,13 @@ class TestDigitsCamera(BaseSource):
         super().__init__(Modality.IMAGE, uri, options.fps or DEFAULT_FPS)
         self.options = options
         self._render = data.render_digit_frame
+        self._scene = data.scene_digit
+        self._scene_frames = round(data.SCENE_S * self.rate_hz)
         side = options.width or options.height or TEST_CAMERA_SIZE
         self._size = (options.width or side, options.height or side)
         self._hold = max(1, round(DIGIT_HOLD_S * self.rate_hz))
         self._total = None if options.duration_s is None else round(options.duration_s * self.rate_hz)
+        self._render(0, np.random.default_rng(0), size=16)  # load the digits now, not at the first frame
 
     def _generate(self) -> Iterator[Frame]:
         import cv2
@@ -231,8 +235,8 @@ class TestDigitsCamera(BaseSource):
         index = 0
         image = np.zeros((height, width, 3), np.uint8)
         while self._total is None or index < self._total:
-            if index % self._hold == 0:
-                label = int(rng.integers(10))
+            if index % self._hold == 0 or index % self._scene_frames == 0:
+                label = self._scene(index // self._scene_frames, self.options.seed)
                 image = self._render(label, rng, size=max(width, height), split="test")
                 if image.shape[:2] != (height, width):
                     image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

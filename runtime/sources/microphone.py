@@ -22,7 +22,6 @@ from fusionrt.runtime.sources.base import BaseSource, SourceOptions, require_liv
 from fusionrt.runtime.sources.resample import StreamResampler
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
-DTMF_PERIOD_S = 1.0  # test://dtmf: a new digit every second
 FILE_BLOCK_S = 0.1  # how much of a file is decoded at a time
 MIC_QUEUE_CHUNKS = 50  # about 1 s of 20 ms chunks between the audio callback and the consumer
 MIC_SILENCE_TIMEOUT_S = 2.0
@@ -237,8 +236,9 @@ class MicrophoneSource(BaseSource):
 
 
 class TestDtmfSource(BaseSource):
-    """DTMF digits: a new digit every second, each second one `fusionrt.data.dtmf_tone` window (a
-    tone burst with gaps around it); label = the digit of the second holding the chunk's last sample."""
+    """DTMF digits: each second the scene's digit (`fusionrt.data.scene_digit`, shared with the other
+    test:// sources) as one `fusionrt.data.dtmf_tone` window (a tone burst with gaps around it);
+    label = the digit of the second holding the chunk's last sample."""
 
     __test__ = False  # not a pytest class
 
@@ -248,19 +248,23 @@ class TestDtmfSource(BaseSource):
         super().__init__(Modality.AUDIO, uri, 1000.0 / options.chunk_ms)
         self.options = options
         self._tone = data.dtmf_tone
+        self._scene = data.scene_digit
+        self._scene_s = data.SCENE_S
         self._total = None if options.duration_s is None else round(options.duration_s * self.rate_hz)
 
     def _generate(self) -> Iterator[Frame]:
         rng = np.random.default_rng(self.options.seed)
         rate = self.options.sample_rate
         size = self.options.chunk_samples
-        period = round(DTMF_PERIOD_S * rate)
+        period = round(self._scene_s * rate)
+        second = 0
         samples = np.zeros(0, np.float32)
         labels = np.zeros(0, np.int64)
         index = 0
         while self._total is None or index < self._total:
             while len(samples) < size:
-                label = int(rng.integers(10))
+                label = self._scene(second, self.options.seed)
+                second += 1
                 samples = np.concatenate([samples, self._tone(label, rng, sample_rate=rate, n_samples=period)])
                 labels = np.concatenate([labels, np.full(period, label)])
             chunk, samples = samples[:size], samples[size:]

@@ -190,7 +190,8 @@ class StdinText(TextSource):
 
 
 class TestDigitsText(TextSource):
-    """Chat messages about a digit (`fusionrt.data.digit_text`), a new digit each second; label = the digit."""
+    """Chat messages (`fusionrt.data.digit_text`) about the scene's digit of each second
+    (`fusionrt.data.scene_digit`, shared with the other test:// sources); label = the digit."""
 
     __test__ = False  # not a pytest class
 
@@ -200,13 +201,14 @@ class TestDigitsText(TextSource):
         super().__init__(uri, TEST_TEXT_RATE_HZ)
         self.options = options
         self._text = data.digit_text
+        self._scene = data.scene_digit
         self._total = None if options.duration_s is None else round(options.duration_s * TEST_TEXT_RATE_HZ)
 
     def _generate(self) -> Iterator[Frame]:
         rng = np.random.default_rng(self.options.seed)
         tick = 0
         while self._total is None or tick < self._total:
-            label = int(rng.integers(10))
+            label = self._scene(tick, self.options.seed)
             text = self._text(label, rng)
             offset = synthetic_offset_ns(tick, TEST_TEXT_RATE_HZ)
             tick += 1

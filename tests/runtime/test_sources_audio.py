@@ -126,8 +126,8 @@ def test_test_dtmf_is_the_data_generator_with_ground_truth():
     assert len(frames) == 120 and all(len(f.data) == 200 for f in frames)
     rng = np.random.default_rng(5)
     expected_labels, expected_audio = [], []
-    for _ in range(3):
-        label = int(rng.integers(10))
+    for second in range(3):
+        label = data.scene_digit(second, 5)
         expected_labels += [label] * 40
         expected_audio.append(data.dtmf_tone(label, rng, sample_rate=8000, n_samples=8000))
     assert [f.label for f in frames] == expected_labels

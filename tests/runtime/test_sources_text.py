@@ -142,7 +142,7 @@ def test_test_digits_text_is_the_data_generator_with_labels():
     rng = np.random.default_rng(2)
     expected = []
     for tick in range(6):
-        label = int(rng.integers(10))
+        label = data.scene_digit(tick, 2)
         expected.append((tick * 1_000_000_000, data.digit_text(label, rng), label))
     emitted = [(f.t_ns, f.data, f.label) for f in frames]
     kept = [e for i, e in enumerate(expected) if i == 0 or e[1] != expected[i - 1][1]]

@@ -124,3 +124,16 @@ def test_sources_import_neither_torch_nor_transformers():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_test_sources_agree_on_the_digit_of_each_second():
+    from fusionrt.data import scene_digit
+
+    options = SourceOptions(replay=Replay.DETERMINISTIC, duration_s=4.0, seed=3)
+    per_second = {}
+    for uri, modality in (("test://digits", "image"), ("test://dtmf", "audio"), ("test://digits", "text")):
+        for frame in open_source(uri, modality, options=options).frames():
+            second = (frame.t_ns - 1) // 1_000_000_000 if modality == "audio" else frame.t_ns // 1_000_000_000
+            per_second.setdefault(second, set()).add(frame.label)
+    assert sorted(per_second) == [0, 1, 2, 3]
+    assert all(labels == {scene_digit(s, 3)} for s, labels in per_second.items())

@@ -1,0 +1,156 @@
+"""Metrics: histogram quantiles against NumPy, thread safety, and the three renderings."""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+
+import numpy as np
+import pytest
+
+from fusionrt.runtime.metrics import QUANTILES, LatencyHistogram, Metrics, RunningStats
+
+
+def test_quantiles_match_numpy_within_bucket_precision():
+    samples = np.random.default_rng(0).lognormal(mean=1.0, sigma=1.2, size=20_000)
+    histogram = LatencyHistogram()
+    for x in samples:
+        histogram.record(float(x))
+    for q in QUANTILES:
+        exact = np.percentile(samples, q * 100, method="inverted_cdf")
+        assert histogram.quantile(q) == pytest.approx(exact, rel=0.006), q
+    assert histogram.count == len(samples)
+    assert histogram.max == samples.max() and histogram.min == samples.min()
+    assert histogram.mean == pytest.approx(samples.mean(), rel=1e-9)
+    assert histogram.quantile(1.0) == samples.max()
+
+
+def test_p999_sees_a_rare_spike():
+    histogram = LatencyHistogram()
+    for _ in range(9_990):
+        histogram.record(2.0)
+    for _ in range(10):
+        histogram.record(250.0)
+    assert histogram.quantile(0.99) == pytest.approx(2.0, rel=0.006)
+    assert histogram.quantile(0.999) == pytest.approx(2.0, rel=0.006)  # rank 9990 is still 2 ms
+    histogram.record(250.0)
+    assert histogram.quantile(0.999) == pytest.approx(250.0, rel=0.006)
+
+
+def test_extreme_values_are_clamped_to_what_was_seen():
+    histogram = LatencyHistogram()
+    for x in (0.0, 1e-6, 5e7):
+        histogram.record(x)
+    assert histogram.quantile(0.0) == 0.0
+    assert histogram.quantile(1.0) == 5e7
+    assert LatencyHistogram().quantile(0.5) is None
+    assert LatencyHistogram().to_dict() == {"count": 0}
+
+
+def test_running_stats_std_matches_numpy():
+    xs = np.random.default_rng(1).normal(10, 3, 1000)
+    stats = RunningStats()
+    for x in xs:
+        stats.add(float(x))
+    assert stats.std == pytest.approx(xs.std(), rel=1e-9)
+    assert stats.mean == pytest.approx(xs.mean(), rel=1e-12)
+
+
+def test_concurrent_recording_loses_nothing():
+    metrics = Metrics()
+    metrics.start()
+
+    def hammer() -> None:
+        for _ in range(2_000):
+            metrics.stage("image.encode", 1.5)
+            metrics.drop("image", "superseded")
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert metrics.stages["image.encode"].count == 8_000
+    assert metrics.drops_by_reason()["superseded"] == 8_000
+
+
+def filled_metrics() -> Metrics:
+    ticks = iter(range(0, 10**12, 10_000_000))  # a fake clock: 10 ms per call
+    metrics = Metrics(clock=lambda: next(ticks))
+    metrics.start()
+    metrics.source("image", "test://digits")
+    metrics.source("audio", "test://dtmf")
+    for i in range(5):
+        metrics.frame("image")
+        metrics.stage("image", 2.0 + i)
+        metrics.result(
+            done_ns=1_000_000_000 + i * 30_000_000 + (i % 2) * 4_000_000,
+            e2e_ms=10.0 + i,
+            engine_ms=8.0,
+            deadline_missed=i == 4,
+            presence={"image": True, "audio": i < 2},
+            staleness_ms={"image": 0.0, "audio": 40.0 if i < 2 else None},
+            absent={} if i < 2 else {"audio": "stale"},
+        )
+    metrics.drop("image", "superseded", 3)
+    metrics.drop("audio", "bad_input")
+    metrics.overrun("image")
+    metrics.action("image", "drop_oldest")
+    metrics.source_failed("audio", "device unplugged")
+    metrics.note("no text source")
+    metrics.finish()
+    return metrics
+
+
+def test_to_dict_reports_every_figure():
+    d = filled_metrics().to_dict()
+    assert d["results"] == 5 and d["deadline_misses"] == 1
+    assert d["e2e_ms"]["count"] == 5 and d["e2e_ms"]["max"] == 14.0
+    assert d["overhead_ms"]["p50"] == pytest.approx(4.0, rel=0.006)
+    intervals = np.diff([1_000 + i * 30 + (i % 2) * 4 for i in range(5)])
+    assert d["jitter_ms"] == pytest.approx(intervals.std())
+    assert d["drops"] == {"audio": {"bad_input": 1, "source_error": 1}, "image": {"superseded": 3}}
+    assert d["drops_by_reason"] == {"superseded": 3, "stale": 0, "budget": 0, "source_error": 1, "bad_input": 1}
+    assert d["presence"] == {"image": 5, "audio": 2}
+    assert d["absence"] == {"audio": {"stale": 3}}
+    assert d["staleness_ms"]["audio"]["count"] == 2
+    assert d["actions"] == {"image": {"drop_oldest": 1}}
+    assert d["source_failures"] == {"audio": "device unplugged"}
+    assert d["source_rates_per_s"]["image"] == pytest.approx(5 / d["elapsed_s"])
+    assert d["notes"] == ["no text source"]
+
+
+def test_summary_table_has_a_row_per_stage_and_the_failures():
+    table = filled_metrics().summary_table()
+    assert re.search(r"^stage image\s+5\s", table, re.M)
+    assert re.search(r"^end to end\s+5\s", table, re.M)
+    assert "deadline misses 1 (20.0%)" in table
+    assert "image superseded 3" in table
+    assert "FAILED: device unplugged" in table
+
+
+def test_prometheus_text_is_well_formed():
+    text = filled_metrics().prometheus_text()
+    sample = re.compile(r'^[a-z0-9_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+-]+|NaN)$')
+    typed = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE"):
+            typed.add(line.split()[2])
+        elif not line.startswith("# HELP"):
+            assert sample.match(line), line
+            base = re.sub(r"_(sum|count)$", "", line.split("{")[0].split(" ")[0])
+            assert base in typed, line
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if not line.startswith("#")}
+    assert values["fusionrt_results_total"] == 5
+    assert values['fusionrt_drops_total{stage="image",reason="superseded"}'] == 3
+    assert values['fusionrt_source_up{source="audio"}'] == 0
+    assert values['fusionrt_source_up{source="image"}'] == 1
+    assert values['fusionrt_e2e_latency_seconds{quantile="0.5"}'] == pytest.approx(0.012, rel=0.006)
+    assert values["fusionrt_e2e_latency_seconds_count"] == 5
+    assert not math.isnan(values['fusionrt_stage_latency_seconds{stage="image",quantile="0.999"}'])
+
+
+def test_unknown_drop_reason_is_a_programming_error():
+    with pytest.raises(ValueError, match="drop reason 'lost'"):
+        Metrics().drop("image", "lost")
