@@ -79,7 +79,7 @@ def demo_rows(work: Path, runs: int) -> list[dict]:
     from fusionrt.demo import run_demo
 
     bundle_dir = work / "bundles" / "demo"
-    bundle = load(bundle_dir) if (bundle_dir / "manifest.json").is_file() else run_demo(work)
+    bundle = load(bundle_dir) if (bundle_dir / "manifest.json").is_file() else run_demo(work, stream_s=0)
     config = Config()
     tokenizer = build_tokenizer(config.model.text)
     model = MultimodalModel(config.model, vocab_size=len(tokenizer))

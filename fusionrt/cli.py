@@ -65,7 +65,7 @@ def cmd_engine(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from fusionrt.demo import run_demo
 
-    run_demo(Path(args.work), config_path=args.config, retrain=args.retrain)
+    run_demo(Path(args.work), config_path=args.config, retrain=args.retrain, stream_s=args.stream)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,10 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
     p.set_defaults(func=cmd_engine)
 
-    p = sub.add_parser("demo", help="the whole chain on the built-in data: train, export, inspect")
+    p = sub.add_parser("demo", help="the whole chain on the built-in data: train, export, quantize, inspect, stream")
     p.add_argument("--config", default=None, help="config (default: the built-in demo config)")
     p.add_argument("--work", default=".", help="where runs/demo and bundles/demo go (default: .)")
     p.add_argument("--retrain", action="store_true", help="train even if runs/demo matches the config")
+    p.add_argument("--stream", type=float, default=20.0, help="seconds to stream the test sources (0: skip)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -127,11 +127,11 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    epochs: int = 4
+    epochs: int = 10
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 1e-4
-    modality_dropout: float = 0.2  # chance that each modality is hidden from a training sample
+    modality_dropout: float = 0.3  # chance that each modality is hidden from a training sample
     threads: int = 2
 
 

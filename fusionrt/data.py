@@ -228,12 +228,12 @@ def _typo(word: str, rng: np.random.Generator) -> str:
     return word[:i] + word[i + 1 :]
 
 
-SCENE_S = 1.0  # the test:// sources show one digit per second, the same one in every modality
+SCENE_S = 4.0  # the test:// sources present one digit per scene, the same one in every modality
 
 
-def scene_digit(second: int, seed: int = 0) -> int:
-    """The digit every test:// source presents during `second` of a run, so the modalities agree."""
-    return int(np.random.default_rng([seed, second]).integers(10))
+def scene_digit(t_s: float, seed: int = 0) -> int:
+    """The digit every test:// source presents at `t_s` seconds into a run, so the modalities agree."""
+    return int(np.random.default_rng([seed, int(t_s // SCENE_S)]).integers(10))
 
 
 def text_vocabulary() -> tuple[str, ...]:

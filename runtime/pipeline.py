@@ -181,6 +181,7 @@ class Pipeline:
         trigger: Trigger | None = None,
         variant: str | Mapping[str, str] | None = None,
         providers: list[str] | None = None,
+        fail_on_fallback: bool = False,
         threads: int | None = 1,
         sinks: Iterable[Sink] = (),
         replay: Replay | None = None,
@@ -206,7 +207,9 @@ class Pipeline:
 
         def open_engines(component, stage_name: str):
             def engine(name: str):
-                return name, OrtEngine(component.variant(name).path, providers=providers, threads=threads)
+                return name, OrtEngine(
+                    component.variant(name).path, providers=providers, threads=threads, fail_on_fallback=fail_on_fallback
+                )
 
             first = chosen.get(component.name, component.default_variant)
             engines = [engine(first)]

@@ -57,7 +57,10 @@ class ImageEncoder(nn.Module):
         x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
         if self.cfg.channel_order == "bgr":
             x = x.flip(1)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        # Per-frame contrast normalisation: exposure and colour cast vary from frame to frame.
+        centred = x - x.mean(dim=(1, 2, 3), keepdim=True)
+        return centred / (centred.pow(2).mean(dim=(1, 2, 3), keepdim=True) + 1e-6).sqrt()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(self.normalise(image)))

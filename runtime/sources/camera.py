@@ -207,8 +207,8 @@ class LiveCapture(BaseSource):
 
 class TestDigitsCamera(BaseSource):
     """A synthetic camera looking at test-split digits (`fusionrt.data.render_digit_frame`): the
-    scene's digit of each second (`fusionrt.data.scene_digit`, shared with test://dtmf and the
-    test://digits text), re-rendered every ~0.5 s; label = the digit shown."""
+    scene's digit (`fusionrt.data.scene_digit`, shared with test://dtmf and the test://digits
+    text), re-rendered every ~0.5 s; label = the digit shown."""
 
     __test__ = False  # not a pytest class
 
@@ -219,7 +219,6 @@ class TestDigitsCamera(BaseSource):
         self.options = options
         self._render = data.render_digit_frame
         self._scene = data.scene_digit
-        self._scene_frames = round(data.SCENE_S * self.rate_hz)
         side = options.width or options.height or TEST_CAMERA_SIZE
         self._size = (options.width or side, options.height or side)
         self._hold = max(1, round(DIGIT_HOLD_S * self.rate_hz))
@@ -235,8 +234,9 @@ class TestDigitsCamera(BaseSource):
         index = 0
         image = np.zeros((height, width, 3), np.uint8)
         while self._total is None or index < self._total:
-            if index % self._hold == 0 or index % self._scene_frames == 0:
-                label = self._scene(index // self._scene_frames, self.options.seed)
+            scene = self._scene(index / self.rate_hz, self.options.seed)
+            if index % self._hold == 0 or scene != label:
+                label = scene
                 image = self._render(label, rng, size=max(width, height), split="test")
                 if image.shape[:2] != (height, width):
                     image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

@@ -236,8 +236,8 @@ class MicrophoneSource(BaseSource):
 
 
 class TestDtmfSource(BaseSource):
-    """DTMF digits: each second the scene's digit (`fusionrt.data.scene_digit`, shared with the other
-    test:// sources) as one `fusionrt.data.dtmf_tone` window (a tone burst with gaps around it);
+    """DTMF digits: each second one `fusionrt.data.dtmf_tone` window (a tone burst with gaps around
+    it) of the scene's digit (`fusionrt.data.scene_digit`, shared with the other test:// sources);
     label = the digit of the second holding the chunk's last sample."""
 
     __test__ = False  # not a pytest class
@@ -249,14 +249,13 @@ class TestDtmfSource(BaseSource):
         self.options = options
         self._tone = data.dtmf_tone
         self._scene = data.scene_digit
-        self._scene_s = data.SCENE_S
         self._total = None if options.duration_s is None else round(options.duration_s * self.rate_hz)
 
     def _generate(self) -> Iterator[Frame]:
         rng = np.random.default_rng(self.options.seed)
         rate = self.options.sample_rate
         size = self.options.chunk_samples
-        period = round(self._scene_s * rate)
+        period = rate
         second = 0
         samples = np.zeros(0, np.float32)
         labels = np.zeros(0, np.int64)

@@ -13,7 +13,9 @@ def test_normalise_casts_flips_and_scales_inside_the_module():
     encoder = ImageEncoder(SMALL, embed_dim=8)
     image = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
     rgb = image.numpy()[..., ::-1].astype(np.float64) / 255.0  # the input is BGR
-    expected = ((rgb - np.array(SMALL.mean)) / np.array(SMALL.std)).transpose(0, 3, 1, 2)
+    standard = (rgb - np.array(SMALL.mean)) / np.array(SMALL.std)
+    centred = standard - standard.mean(axis=(1, 2, 3), keepdims=True)  # then per-frame contrast
+    expected = (centred / np.sqrt((centred**2).mean(axis=(1, 2, 3), keepdims=True) + 1e-6)).transpose(0, 3, 1, 2)
     np.testing.assert_allclose(encoder.normalise(image).numpy(), expected, atol=1e-5)
 
 

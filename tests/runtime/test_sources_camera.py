@@ -243,7 +243,7 @@ def test_test_digits_camera_is_labelled_and_deterministic():
     labels = [f.label for f in frames]
     assert all(0 <= label <= 9 for label in labels)
     assert all(len(set(labels[i : i + 15])) == 1 for i in range(0, 60, 15))  # a digit holds 0.5 s
-    assert labels == [scene_digit(i // 30, 3) for i in range(60)]  # the scene's digit of each second
+    assert labels == [scene_digit(i / 30, 3) for i in range(60)]  # the scene's digit at each frame time
     assert [(f.t_ns, f.label) for f in frames] == [(f.t_ns, f.label) for f in runs[1]]
     assert all(np.array_equal(a.data, b.data) for a, b in zip(*runs, strict=True))
     other_seed = SourceOptions(replay="deterministic", duration_s=2.0, seed=4)
