@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--nominal-s", type=float, default=60)
     parser.add_argument("--overload-s", type=float, default=300)
     parser.add_argument("--throughput-s", type=float, default=20)
-    parser.add_argument("--throughput-fps", type=float, default=1000, help="camera rate for the throughput test")
+    parser.add_argument("--throughput-fps", type=float, default=3000, help="camera rate for the throughput test")
     args = parser.parse_args()
     bundle = load(args.bundle)
     report = {"command": "python benchmarks/streaming.py " + " ".join(
