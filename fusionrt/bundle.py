@@ -38,6 +38,14 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The trained PyTorch model a bundle may carry (`fusionrt export` from a checkpoint): YAML + safetensors."""
+
+    config: Path
+    weights: Path
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     role: str
@@ -65,6 +73,7 @@ class Bundle:
     modalities: tuple[str, ...]
     components: dict[str, Component]
     tokenizer_dir: Path | None
+    reference: Reference | None = None
 
     def encoder(self, modality: str) -> Component:
         for component in self.components.values():
@@ -172,7 +181,22 @@ def _parse(root: Path, manifest: object, *, verify_hashes: bool) -> Bundle:
         tokenizer_dir = _inside(root, tokenizer, "tokenizer")
         if f"{PurePosixPath(tokenizer)}/tokenizer.json" not in files:
             raise BundleError(f"{where}: tokenizer directory {tokenizer!r} has no tokenizer.json listed in files")
-    return Bundle(root, manifest, kind, labels, modalities, components, tokenizer_dir)
+    reference = _reference(root, manifest.get("reference"), files, where)
+    return Bundle(root, manifest, kind, labels, modalities, components, tokenizer_dir, reference)
+
+
+def _reference(root: Path, entry: object, files: dict, where: str) -> Reference | None:
+    if entry is None:
+        return None
+    if not isinstance(entry, dict):
+        raise BundleError(f"{where}: reference must be an object with config and weights paths")
+    paths = {}
+    for key in ("config", "weights"):
+        relative = _field(entry, key, str, where, "reference.")
+        if PurePosixPath(relative).as_posix() not in files:
+            raise BundleError(f"{where}: reference.{key} {relative!r} is not listed in files; re-export the bundle")
+        paths[key] = _inside(root, relative, f"reference.{key}")
+    return Reference(**paths)
 
 
 def _component(root: Path, name: str, entry: object, files: dict, where: str) -> Component:

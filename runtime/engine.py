@@ -119,7 +119,10 @@ class OrtEngine:
     def _check_input(self, name: str, array: np.ndarray) -> None:
         dtype, shape = self._expected[name]
         found = getattr(array, "shape", None)
-        bad_shape = found is None or len(found) != len(shape) or any(e is not None and e != f for e, f in zip(shape, found))
+        # ORT reports an input without shape information as [] (rank unknown): only check known ranks.
+        bad_shape = found is None or (
+            bool(shape) and (len(found) != len(shape) or any(e is not None and e != f for e, f in zip(shape, found)))
+        )
         if bad_shape or (dtype is not None and array.dtype != dtype):
             want = "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
             raise EngineError(

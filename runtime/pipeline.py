@@ -44,12 +44,15 @@ from fusionrt.runtime.stages import (
     faster_order,
     provider_kind,
 )
+from fusionrt.runtime.torch_engine import TorchEngine
 
 log = logging.getLogger("fusionrt.runtime")
 
 POLL_S = 0.05  # how often waiting threads look at the stop flag
 JOIN_S = 2.0  # how long stop waits for each thread
 TEXT_QUEUE = 4
+BACKENDS = ("ort", "torch")
+REFERENCE = "reference"  # the torch backend's only variant: the bundle's reference weights
 
 
 @dataclass(frozen=True)
@@ -187,12 +190,15 @@ class Pipeline:
         replay: Replay | None = None,
         audio_hop_s: float | None = None,
         top_k: int = 5,
+        backend: str = "ort",
     ) -> Pipeline:
         """A pipeline over a bundle's encoders (those with a source) and fusion head.
 
         `variant`: one name for every component that has it, or {component or modality: name}.
         Stages whose budget policy is DEGRADE also load their faster variants. `threads`: ONNX
         Runtime intra-op threads per session (1: the stages already run in parallel).
+        `backend`: "ort" (ONNX Runtime over the bundle's variants) or "torch" (the reference PyTorch
+        model the bundle carries; one variant, "reference", so variant choice and DEGRADE don't apply).
         """
         if not isinstance(bundle, Bundle):
             bundle = load(bundle)
@@ -203,9 +209,21 @@ class Pipeline:
                 f"sources given for {unknown} but bundle {bundle.root} fuses only {list(bundle.modalities)}; "
                 f"drop those sources"
             )
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend {backend!r}; expected one of {list(BACKENDS)}")
+        if backend == "torch" and (variant is not None or providers):
+            raise ConfigError("variant and providers choose ONNX Runtime sessions; the torch backend runs the "
+                              "bundle's reference weights — drop them or use backend 'ort'")
         chosen = _variant_choice(bundle, variant)
+        notes = []
 
         def open_engines(component, stage_name: str):
+            if backend == "torch":
+                if budget.stage(stage_name).policy is OverrunPolicy.DEGRADE and not notes:
+                    notes.append("the torch backend has one variant (reference): the DEGRADE budget policy "
+                                 "cannot switch to a faster one")
+                return [(REFERENCE, TorchEngine(bundle, component.name))]
+
             def engine(name: str):
                 return name, OrtEngine(
                     component.variant(name).path, providers=providers, threads=threads, fail_on_fallback=fail_on_fallback
@@ -249,6 +267,8 @@ class Pipeline:
                 if width is not None:
                     fusion.set_dim(modality, width)
         pipeline = cls(encoders, fusion, sources, budget=budget, trigger=trigger, sinks=sinks, replay=replay)
+        for note in notes:
+            pipeline._say(note)
         fusion.warmup()
         return pipeline
 
