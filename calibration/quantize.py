@@ -196,14 +196,21 @@ def prepare_for_quantization(onnx_in, onnx_out) -> Prepared:
 
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     notes: list[str] = []
-    attempts = ((Preprocess.FULL, {}), (Preprocess.NO_SYMBOLIC, {"skip_symbolic_shape": True}))
     quiet = logging.getLogger("onnxruntime.quantization")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
     try:
-        for method, options in attempts:
+        for method in (Preprocess.FULL, Preprocess.NO_SYMBOLIC):
             try:
-                quant_pre_process(str(onnx_in), str(onnx_out), **options)
+                if method is Preprocess.FULL:
+                    # quant_pre_process's own symbolic step litters the current directory on failure
+                    # (see _symbolic_shapes): run it here, then let ORT do the rest.
+                    with tempfile.TemporaryDirectory(prefix="fusionrt-shapes-") as tmp:
+                        symbolic = Path(tmp) / "symbolic.onnx"
+                        _symbolic_shapes(onnx_in, symbolic)
+                        quant_pre_process(str(symbolic), str(onnx_out), skip_symbolic_shape=True)
+                else:
+                    quant_pre_process(str(onnx_in), str(onnx_out), skip_symbolic_shape=True)
             except Exception as e:  # symbolic shape inference raises anything from AssertionError to sympy errors
                 notes.append(f"{method.name.lower()} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 continue
@@ -220,6 +227,33 @@ def prepare_for_quantization(onnx_in, onnx_out) -> Prepared:
     name_nodes(model)
     onnx.save(model, str(onnx_out))
     return Prepared(onnx_out, method, tuple(notes))
+
+
+def _symbolic_shapes(onnx_in: Path, onnx_out: Path) -> None:
+    """ORT's symbolic shape inference of `onnx_in`, saved at `onnx_out`; raises when it is incomplete.
+
+    This is the first step of quant_pre_process, without a side effect: when inference is
+    incomplete, SymbolicShapeInference.infer_shapes saves the partial graph as the relative path
+    "sym_shape_infer_temp.onnx", i.e. in the current directory, with save_as_external_data=True, so
+    its weights land beside it in a uuid-named ".data" file, before it raises. The loop below is
+    infer_shapes' body (same defaults as quant_pre_process) without that save.
+    """
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
+
+    model = _load(onnx_in)
+    opset = get_opset(model)
+    if not opset or opset < 7:
+        raise ValueError(f"symbolic shape inference needs ONNX opset 7 or later, the graph has {opset}")
+    inference = SymbolicShapeInference(2**31 - 1, False, False, 0)
+    complete = False
+    inference._preprocess(model)
+    while inference.run_:
+        complete = inference._infer_impl()
+    inference._update_output_from_vi()
+    if not complete:
+        raise RuntimeError("Incomplete symbolic shape inference")  # infer_shapes' message
+    onnx.save(inference.out_mp_, str(onnx_out))
 
 
 def _nodes_to_exclude(path: Path, config: QuantConfig) -> list[str]:

@@ -92,6 +92,28 @@ def reshape_from_input(rng: np.random.Generator) -> onnx.ModelProto:
     return _model(nodes, "reshape", [x, shape], [y], weights, check=False)  # the checker wants every input's rank
 
 
+def position_table(rng: np.random.Generator, width: int = 16, positions: int = 24) -> onnx.ModelProto:
+    """A position table sliced to the input's length, added, then a MatMul (a text encoder's pattern):
+    ORT's symbolic shape inference cannot broadcast Min(24, sequence) with sequence and stops
+    incomplete (after saving its partial graph in the working directory), ONNX shape inference is fine."""
+    init = {
+        "pos": rng.normal(0, 1, (positions, width)).astype(np.float32),
+        "w": rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32),
+        "zero": np.array([0], np.int64),
+        "one": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Shape", ["x"], ["x_shape"], name="shape"),
+        helper.make_node("Gather", ["x_shape", "one"], ["length"], name="length", axis=0),
+        helper.make_node("Slice", ["pos", "zero", "length", "zero"], ["p"], name="positions"),
+        helper.make_node("Add", ["x", "p"], ["h"], name="add"),
+        helper.make_node("MatMul", ["h", "w"], ["y"], name="mm"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", width])
+    return _model(nodes, "position_table", [x], [y], init)
+
+
 def masked_softmax(rng: np.random.Generator, width: int = 16) -> onnx.ModelProto:
     """Attention-style scores plus a mask that is -inf where `keep` is 0, then Softmax and a MatMul:
     the mask and the masked scores have an infinite range that no 8-bit grid can cover."""

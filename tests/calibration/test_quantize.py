@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from calibration_models import conv_net, masked_softmax, mlp_with_sensitive_node, reshape_from_input
+from calibration_models import conv_net, masked_softmax, mlp_with_sensitive_node, position_table, reshape_from_input
 from onnx import TensorProto, numpy_helper
 
 from fusionrt.calibration import (
@@ -121,6 +121,39 @@ def test_preprocessing_falls_back_when_symbolic_shape_inference_fails(tmp_path):
     assert "full failed" in result.preprocess_notes[0]
     assert "mm" in quantized_nodes(onnx.load(str(result.path)))
     assert compare_outputs(path, result.path, feeds).cosine_mean > 0.99
+
+
+@pytest.mark.parametrize("mode", ["int8-static", "int8-dynamic"])
+def test_quantizing_writes_nothing_in_the_current_directory(tmp_path, monkeypatch, mode):
+    """ORT's symbolic shape inference, stopping incomplete on this graph, used to save its partial
+    graph as ./sym_shape_infer_temp.onnx plus a uuid-named .data file of its weights."""
+    from onnx.external_data_helper import uses_external_data
+
+    models = tmp_path / "models"
+    models.mkdir()
+    path = models / "positions.onnx"
+    onnx.save(position_table(np.random.default_rng(0)), str(path))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    out = models / f"positions.{mode}.onnx"
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.normal(size=(2, 12, 16)).astype(np.float32)} for _ in range(3)]
+    if mode == "int8-static":
+        result = quantize_int8_static(path, out, FeedsReader(feeds))
+    else:
+        result = quantize_int8_dynamic(path, out)
+    assert result.preprocess is Preprocess.NO_SYMBOLIC
+    assert "Incomplete symbolic shape inference" in result.preprocess_notes[0]
+    assert sorted(p.name for p in cwd.iterdir()) == []
+    assert sorted(p.name for p in models.iterdir()) == sorted([path.name, out.name])
+    model = onnx.load(str(out), load_external_data=False)
+    assert not any(uses_external_data(t) for t in model.graph.initializer)
+    if mode == "int8-static":
+        assert "mm" in quantized_nodes(model)
+    else:
+        assert "MatMulInteger" in _ops(out)
+    assert compare_outputs(path, out, feeds).cosine_mean > 0.99
 
 
 def test_config_names_the_variant():
