@@ -62,6 +62,13 @@ def cmd_engine(args: argparse.Namespace) -> None:
     engine_bundle(args.bundle, args.precision)
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from fusionrt.runtime.doctor import diagnose
+
+    for finding in diagnose(args.bundle):
+        print(finding)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from fusionrt.demo import run_demo
 
@@ -109,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
     p.set_defaults(func=cmd_engine)
+
+    p = sub.add_parser("doctor", help="what this machine can run: providers checked by a real inference, install traps")
+    p.add_argument("--bundle", default=None, help="bundle to run the provider checks with")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("demo", help="the whole chain on the built-in data: train, export, quantize, inspect, stream")
     p.add_argument("--config", default=None, help="config (default: the built-in demo config)")
