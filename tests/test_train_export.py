@@ -1,10 +1,12 @@
 """The spine end to end: train a tiny model, export it, and check the bundle answers like PyTorch."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from fusionrt.bundle import load
@@ -16,17 +18,7 @@ from fusionrt.models import MultimodalModel, build_tokenizer
 from fusionrt.runtime.engine import OrtEngine
 from fusionrt.train import load_checkpoint, modality_dropout_mask, tensors_from_digits, train
 
-TINY = {
-    "model": {
-        "embed_dim": 16,
-        "text": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_length": 16},
-        "image": {"size": 32, "widths": [8, 16]},
-        "audio": {"widths": [8], "n_mels": 16},
-        "fusion": {"kind": "cross_attention", "hidden": 16, "heads": 2},
-    },
-    "data": {"train_size": 160, "val_size": 40, "test_size": 40},
-    "train": {"epochs": 1, "batch_size": 32, "threads": 1},
-}
+TINY = yaml.safe_load((Path(__file__).parent / "tiny.yaml").read_text())
 
 
 @pytest.fixture(scope="module")

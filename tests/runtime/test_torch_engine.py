@@ -5,9 +5,11 @@ import copy
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 pytest.importorskip("torch")
 
@@ -28,17 +30,7 @@ from fusionrt.runtime import torch_engine  # noqa: E402
 from fusionrt.runtime.torch_engine import TorchEngine  # noqa: E402
 from fusionrt.train import train  # noqa: E402
 
-TINY = {  # as in tests/test_train_export.py
-    "model": {
-        "embed_dim": 16,
-        "text": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_length": 16},
-        "image": {"size": 32, "widths": [8, 16]},
-        "audio": {"widths": [8], "n_mels": 16},
-        "fusion": {"kind": "cross_attention", "hidden": 16, "heads": 2},
-    },
-    "data": {"train_size": 160, "val_size": 40, "test_size": 40},
-    "train": {"epochs": 1, "batch_size": 32, "threads": 1},
-}
+TINY = yaml.safe_load((Path(__file__).parents[1] / "tiny.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
