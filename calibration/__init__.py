@@ -6,7 +6,7 @@ Imports neither torch nor transformers: it runs the bundle's ONNX files through 
 
 from fusionrt.calibration.auto import candidates, default_heldout, format_table, quantize_bundle
 from fusionrt.calibration.dataset import CalibrationSet, CalibrationWarning, Skipped
-from fusionrt.calibration.engine_fingerprint import (
+from fusionrt.runtime.engine_fingerprint import (
     EngineFingerprint,
     Profile,
     ProfileLimits,
@@ -35,7 +35,8 @@ from fusionrt.calibration.quantize import (
 )
 from fusionrt.calibration.reader import FeedsReader, reader_for
 from fusionrt.calibration.sensitivity import NodeError, RepairResult, Verdict, cosine_judge, node_errors, repair
-from fusionrt.calibration.tensorrt import check_engine, engine_bundle, import_tensorrt
+from fusionrt.calibration.tensorrt import engine_bundle
+from fusionrt.runtime.tensorrt_engine import check_engine, import_tensorrt
 
 __all__ = [
     "Agreement",

@@ -4,69 +4,23 @@ TensorRT and the CUDA runtime bindings are imported only inside these functions,
 imports the package fine and gets EngineError("TensorRT is not available: <reason>") when it asks
 for an engine. INT8 comes from the bundle's QDQ "int8" variant when there is one (explicit
 quantization), else from an entropy calibration of the FP32 graph with a calibration cache file.
+Checking a recorded engine against this machine (`check_engine`) and running it (`TensorRTEngine`)
+live in fusionrt.runtime.tensorrt_engine.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from fusionrt.calibration.engine_fingerprint import (
-    EngineFingerprint,
-    ProfileLimits,
-    check_fingerprint,
-    profiles_from_manifest,
-)
 from fusionrt.errors import EngineError
+from fusionrt.runtime.engine_fingerprint import EngineFingerprint, ProfileLimits, profiles_from_manifest
+from fusionrt.runtime.tensorrt_engine import PRECISIONS, current_fingerprint, import_cudart, import_tensorrt
 
-PRECISIONS = ("fp32", "fp16", "int8")
 WORKSPACE_BYTES = 2 << 30
-
-
-def import_tensorrt():
-    """The tensorrt module, or EngineError saying why it cannot be used here."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise EngineError(
-            f"TensorRT is not available: {e}; install fusionrt[tensorrt] on a CUDA machine, or on Jetson use "
-            "JetPack's python3-libnvinfer from a venv created with --system-site-packages"
-        ) from e
-    return tensorrt
-
-
-def gpu_identity() -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of device 0, from the CUDA runtime or nvidia-smi."""
-    try:
-        from cuda import cudart
-
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-            return name.strip("\x00 "), f"{props.major}.{props.minor}"
-    except ImportError:
-        pass
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.splitlines()  # fmt: skip
-    except (OSError, subprocess.SubprocessError) as e:
-        raise EngineError(f"TensorRT is not available: no CUDA GPU found (cuda-python missing, nvidia-smi: {e})") from e
-    if not out:
-        raise EngineError("TensorRT is not available: nvidia-smi lists no GPU")
-    name, capability = (part.strip() for part in out[0].split(","))
-    return name, capability
-
-
-def current_fingerprint(onnx_path: Path, sha256: str, precision: str, profiles) -> EngineFingerprint:
-    trt = import_tensorrt()
-    name, capability = gpu_identity()
-    return EngineFingerprint(sha256, precision, tuple(profiles), trt.__version__, name, capability)
 
 
 def plan_name(component: str, variant: str, fingerprint: EngineFingerprint) -> str:
@@ -123,7 +77,7 @@ def build_engine(
 
 def entropy_calibrator(trt, feeds: Sequence[dict[str, np.ndarray]], cache_file: Path | None):
     """A trt.IInt8EntropyCalibrator2 over equal-sized batches; reads/writes `cache_file`."""
-    from cuda import cudart
+    cudart = import_cudart()
 
     batch_size = len(next(iter(feeds[0].values()))) if feeds else 1
     batches = [f for f in feeds if len(next(iter(f.values()))) == batch_size]
@@ -200,17 +154,3 @@ def engine_bundle(
         built[name] = engines[precision]
     write_manifest(bundle.root, manifest)
     return built
-
-
-def check_engine(bundle, component: str, precision: str, limits: ProfileLimits = ProfileLimits()) -> Path:
-    """The recorded engine file of a component, after checking its fingerprint against this machine
-    and the bundle; EngineError names the fields that changed when it must be rebuilt."""
-    entry = (bundle.manifest["components"][component].get("engines") or {}).get(precision)
-    if entry is None:
-        raise EngineError(f"bundle {bundle.root} has no {precision} engine for {component}; run `fusionrt engine` first")
-    recorded = EngineFingerprint.from_dict(entry["fingerprint"])
-    variant = bundle.components[component].variants[entry["source_variant"]]
-    profiles = profiles_from_manifest(bundle.components[component], limits)
-    current = current_fingerprint(variant.path, variant.sha256, precision, profiles)
-    check_fingerprint(recorded, current, f"{bundle.root / entry['file']}")
-    return bundle.root / entry["file"]

@@ -61,9 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="write Chrome trace events of each result's path to OUT.json")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--summary-json", help="write the final metrics as JSON to this file")
-    p.add_argument("--backend", default="ort", choices=["ort", "torch"],
-                   help="inference backend: ONNX Runtime (default) or the bundle's reference PyTorch model "
-                   "(needs torch: pip install 'fusionrt[export]')")
+    p.add_argument("--backend", default="ort", choices=["ort", "torch", "tensorrt"],
+                   help="inference backend: ONNX Runtime (default), the bundle's reference PyTorch model "
+                   "(needs torch: pip install 'fusionrt[export]') or the bundle's TensorRT engines (built on "
+                   "this device by `fusionrt engine`; needs tensorrt and cuda-python)")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "int8", "fp32"],
+                   help="which TensorRT engines the tensorrt backend runs (default fp16)")
     p.add_argument("--providers", help="comma-separated ONNX Runtime providers in priority order "
                    "(default: TensorRT, CUDA, CPU as available)")
     p.add_argument("--fail-on-fallback", action="store_true", help="exit when a requested provider is not the one running")
@@ -146,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             sinks=sinks,
             audio_hop_s=args.audio_hop_ms / 1000 if args.audio_hop_ms else None,
             backend=args.backend,
+            precision=args.precision,  # only the tensorrt backend reads it
         )
     except BaseException:
         for source in sources.values():

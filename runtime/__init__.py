@@ -9,6 +9,7 @@ from fusionrt.runtime.metrics import Metrics
 from fusionrt.runtime.pipeline import Pipeline, Summary, Trigger
 from fusionrt.runtime.sinks import CallbackSink, ConsoleSink, JsonlSink, PrometheusSink, TraceSink, VideoSink
 from fusionrt.runtime.sources import Replay, Source, SourceOptions, open_source
+from fusionrt.runtime.tensorrt_engine import TensorRTEngine
 from fusionrt.runtime.torch_engine import TorchEngine
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "SourceOptions",
     "StageBudget",
     "Summary",
+    "TensorRTEngine",
     "TorchEngine",
     "TraceSink",
     "Trigger",

@@ -44,6 +44,7 @@ from fusionrt.runtime.stages import (
     faster_order,
     provider_kind,
 )
+from fusionrt.runtime.tensorrt_engine import PRECISIONS, TensorRTEngine, check_engine, recorded_engine
 from fusionrt.runtime.torch_engine import TorchEngine
 
 log = logging.getLogger("fusionrt.runtime")
@@ -51,7 +52,7 @@ log = logging.getLogger("fusionrt.runtime")
 POLL_S = 0.05  # how often waiting threads look at the stop flag
 JOIN_S = 2.0  # how long stop waits for each thread
 TEXT_QUEUE = 4
-BACKENDS = ("ort", "torch")
+BACKENDS = ("ort", "torch", "tensorrt")
 REFERENCE = "reference"  # the torch backend's only variant: the bundle's reference weights
 
 
@@ -191,6 +192,7 @@ class Pipeline:
         audio_hop_s: float | None = None,
         top_k: int = 5,
         backend: str = "ort",
+        precision: str = "fp16",
     ) -> Pipeline:
         """A pipeline over a bundle's encoders (those with a source) and fusion head.
 
@@ -198,7 +200,9 @@ class Pipeline:
         Stages whose budget policy is DEGRADE also load their faster variants. `threads`: ONNX
         Runtime intra-op threads per session (1: the stages already run in parallel).
         `backend`: "ort" (ONNX Runtime over the bundle's variants) or "torch" (the reference PyTorch
-        model the bundle carries; one variant, "reference", so variant choice and DEGRADE don't apply).
+        model the bundle carries; one variant, "reference", so variant choice and DEGRADE don't apply)
+        or "tensorrt" (the `precision` engines `fusionrt engine` built and recorded in the manifest,
+        each checked against this GPU, TensorRT version and bundle first; one per component).
         """
         if not isinstance(bundle, Bundle):
             bundle = load(bundle)
@@ -214,15 +218,28 @@ class Pipeline:
         if backend == "torch" and (variant is not None or providers):
             raise ConfigError("variant and providers choose ONNX Runtime sessions; the torch backend runs the "
                               "bundle's reference weights — drop them or use backend 'ort'")
+        if backend == "tensorrt":
+            if variant is not None or providers:
+                raise ConfigError("variant and providers choose ONNX Runtime sessions; the tensorrt backend runs the "
+                                  "bundle's TensorRT engines — drop them (choose the engines with precision)")
+            if precision not in PRECISIONS:
+                raise ConfigError(f"precision {precision!r}; expected one of {list(PRECISIONS)}")
+            # every engine must be recorded before TensorRT is asked for: a missing one is said on any machine
+            for component in [*(bundle.encoder(m.value) for m in sources), bundle.fusion]:
+                recorded_engine(bundle, component.name, precision)
         chosen = _variant_choice(bundle, variant)
         notes = []
 
         def open_engines(component, stage_name: str):
-            if backend == "torch":
+            if backend in ("torch", "tensorrt"):
+                only = REFERENCE if backend == "torch" else f"tensorrt-{precision}"
                 if budget.stage(stage_name).policy is OverrunPolicy.DEGRADE and not notes:
-                    notes.append("the torch backend has one variant (reference): the DEGRADE budget policy "
+                    notes.append(f"the {backend} backend has one variant ({only}): the DEGRADE budget policy "
                                  "cannot switch to a faster one")
-                return [(REFERENCE, TorchEngine(bundle, component.name))]
+                if backend == "torch":
+                    return [(REFERENCE, TorchEngine(bundle, component.name))]
+                plan = check_engine(bundle, component.name, precision)
+                return [(only, TensorRTEngine(plan, component=component))]
 
             def engine(name: str):
                 return name, OrtEngine(

