@@ -351,7 +351,7 @@ def test_degrade_switches_to_the_faster_variant(heavy_bundle_dir):
     assert m["stages_ms"]["image.encode"]["count"] == len(results)  # degrade never skips inputs
     assert m["stages_ms"]["image.encode"]["max"] > 10
     assert m["stages_ms"]["image.encode"]["p50"] < m["stages_ms"]["image.encode"]["max"] / 2
-    assert len(results) > 25
+    assert len(results) >= 15  # of 40 frames; the heavy runs before the switch supersede some
 
 
 def test_degrade_without_a_faster_variant_says_so_once_and_skips(heavy_bundle_dir):
