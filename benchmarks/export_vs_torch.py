@@ -25,7 +25,7 @@ from fusionrt.config import Config, Pooling, TextConfig
 from fusionrt.export import export_component
 from fusionrt.models import MultimodalModel, build_text_encoder, build_tokenizer
 from fusionrt.runtime.engine import OrtEngine
-from fusionrt.train import CHECKPOINT, load_checkpoint
+from fusionrt.models.train import CHECKPOINT, load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THREADS = 2

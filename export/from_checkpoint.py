@@ -12,7 +12,7 @@ from fusionrt.config import Config, Task, save_config
 from fusionrt.data import LABELS
 from fusionrt.export.bundle_writer import export_bundle
 from fusionrt.models import MultimodalModel, build_tokenizer
-from fusionrt.train import load_checkpoint
+from fusionrt.models.train import load_checkpoint
 
 REFERENCE_DIR = "reference"
 

@@ -11,7 +11,7 @@ from fusionrt.errors import FusionRTError
 
 def cmd_train(args: argparse.Namespace) -> None:
     from fusionrt.config import load_config
-    from fusionrt.train import train
+    from fusionrt.models.train import train
 
     train(load_config(args.config), args.out)
 

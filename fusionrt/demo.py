@@ -16,7 +16,7 @@ def run_demo(work: Path, *, config_path: str | None = None, retrain: bool = Fals
     from fusionrt.calibration import CalibrationSet, quantize_bundle
     from fusionrt.export.from_checkpoint import export_checkpoint
     from fusionrt.realtime_cli import main as realtime_infer
-    from fusionrt.train import CHECKPOINT, train
+    from fusionrt.models.train import CHECKPOINT, train
 
     config = load_config(config_path) if config_path else Config()
     run_dir, bundle_dir = work / "runs" / "demo", work / "bundles" / "demo"

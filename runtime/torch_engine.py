@@ -81,7 +81,7 @@ def _rebuild(root: Path, config: Path, weights: Path, tokenizer_json: Path | Non
 
         from fusionrt.config import load_config
         from fusionrt.models import MultimodalModel
-        from fusionrt.train import load_checkpoint
+        from fusionrt.models.train import load_checkpoint
     except ImportError as e:
         raise EngineError(f"the torch backend needs PyTorch: pip install 'fusionrt[export]' ({e})") from e
     try:

@@ -28,7 +28,7 @@ from fusionrt.runtime.pipeline import Pipeline  # noqa: E402
 from fusionrt.runtime.sources import SourceOptions, open_source  # noqa: E402
 from fusionrt.runtime import torch_engine  # noqa: E402
 from fusionrt.runtime.torch_engine import TorchEngine  # noqa: E402
-from fusionrt.train import train  # noqa: E402
+from fusionrt.models.train import train  # noqa: E402
 
 TINY = yaml.safe_load((Path(__file__).parents[1] / "tiny.yaml").read_text())
 

@@ -16,9 +16,9 @@ from fusionrt.data import digits_from_config
 from fusionrt.errors import ModelError
 from fusionrt.models import MultimodalModel, build_tokenizer
 from fusionrt.runtime.engine import OrtEngine
-from fusionrt.train import load_checkpoint, modality_dropout_mask, tensors_from_digits, train
+from fusionrt.models.train import load_checkpoint, modality_dropout_mask, tensors_from_digits, train
 
-TINY = yaml.safe_load((Path(__file__).parent / "tiny.yaml").read_text())
+TINY = yaml.safe_load((Path(__file__).parents[1] / "tiny.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
