@@ -23,7 +23,7 @@ TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 PRIORITY = (TENSORRT, CUDA, CPU)
-GPU_PROVIDERS = (TENSORRT, CUDA)
+GPU_PROVIDERS = (TENSORRT, CUDA, "ROCMExecutionProvider", "DmlExecutionProvider")
 
 
 def resolve_providers(requested: Sequence[str] | None) -> list[str]:

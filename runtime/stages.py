@@ -19,6 +19,7 @@ import numpy as np
 from fusionrt.bundle import TensorSpec
 from fusionrt.errors import BundleError, ConfigError, DataError
 from fusionrt.frame import Frame, Modality
+from fusionrt.runtime.engine import GPU_PROVIDERS
 from fusionrt.runtime.preprocess import PcmWindows, TextTokenizer, resize_image
 
 # What each encoder is fed, per the bundle contract: (name, dtype, rank).
@@ -31,7 +32,6 @@ EMBEDDING = "embedding"
 PRESENCE = "presence"
 LOGITS = "logits"
 DEFAULT_HOP_S = 0.1
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider")
 # Which precision runs faster than which (higher is faster); fp16 on ONNX Runtime's CPU provider
 # computes in fp32 behind Casts, so it is no faster there.
 SPEED_RANK = {"cpu": {"fp16": 0, "fp32": 1, "int8": 2}, "gpu": {"fp32": 0, "fp16": 1, "int8": 2}}
