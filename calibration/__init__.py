@@ -34,7 +34,15 @@ from fusionrt.calibration.quantize import (
     quantized_nodes,
 )
 from fusionrt.calibration.reader import FeedsReader, reader_for
-from fusionrt.calibration.sensitivity import NodeError, RepairResult, Verdict, cosine_judge, node_errors, repair
+from fusionrt.calibration.sensitivity import (
+    NodeError,
+    RepairResult,
+    Verdict,
+    cosine_judge,
+    node_errors,
+    outlier_ratios,
+    repair,
+)
 from fusionrt.calibration.tensorrt import engine_bundle
 from fusionrt.runtime.tensorrt_engine import check_engine, import_tensorrt
 
@@ -76,6 +84,7 @@ __all__ = [
     "import_tensorrt",
     "measure_latency",
     "node_errors",
+    "outlier_ratios",
     "ort_tensorrt_options",
     "per_channel_scales",
     "prepare_for_quantization",

@@ -2,8 +2,8 @@
 
 Per component and candidate: cosine to the FP32 outputs, the whole model's task accuracy on a
 held-out labelled set with only that component swapped in, and median/p99 latency in ONNX Runtime
-(batch 1, interleaved with FP32). A static INT8 candidate that misses the accuracy budget goes
-through sensitivity repair. The fastest candidate inside the budget, if at least `min_speedup`
+(batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the budget
+goes through sensitivity repair. The fastest candidate inside the budget, if at least `min_speedup`
 times faster than FP32, becomes the component's default variant; written to
 reports/calibration.json and the manifest. In auto mode only the chosen variant's file is added
 to the bundle; an explicit mode adds its variant whatever the verdict.
@@ -244,9 +244,9 @@ def _component(bundle, name, calib, mode, calibrator, runner, tmp: Path, budget,
 
 def _make(config: QuantConfig, fp32: Path, out: Path, feeds, prepared, judge, repair_nodes,
           progress) -> tuple[QuantResult, dict]:
-    if config.mode is not QuantMode.INT8_STATIC:
+    if config.mode is QuantMode.FP16:
         return quantize_onnx(fp32, out, config, prepared=prepared), {}
-    if not repair_nodes:
+    if not repair_nodes or not feeds:  # static INT8 without feeds never gets here (skipped)
         return quantize_onnx(fp32, out, config, FeedsReader(feeds), prepared=prepared), {}
     fixed = repair(prepared, out, config, feeds, judge, progress=progress)
     return fixed.result, ({"repair": fixed.as_dict()} if len(fixed.rounds) > 1 else {})

@@ -8,6 +8,12 @@ among its activation inputs) is what quantizing its weights and its output intro
 activations such as Relu included); the worst nodes are excluded first. A node that runs in float
 (excluded, or an op ORT does not quantize) and still adds error has its output quantized for the
 nodes that read it: those readers are excluded next, so the tensor stays float.
+
+Dynamic INT8 quantizes each MatMul's activation input per tensor at run time, so one large outlier
+stretches the grid for every other value; layer-wise errors there build up slowly and point nowhere
+in particular. Its repair keeps float the MatMuls whose inputs have the strongest outliers (max |x|
+over the 99.9th percentile of |x| on the calibration set: in BERT encoders, the feed-forward output
+projections that read GELU activations).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fusionrt.calibration.quantize import (
+    DYNAMIC_OP_TYPES,
     QDQ_OPS,
     Prepared,
     QuantConfig,
+    QuantMode,
     QuantResult,
     quantize_onnx,
     quantized_nodes,
@@ -67,7 +75,7 @@ class RepairResult:
     result: QuantResult
     verdict: Verdict
     rounds: tuple[dict, ...]
-    kept_float: tuple[dict, ...]  # {node, op_type, cosine, relative_error, added_error, round, reason}
+    kept_float: tuple[dict, ...]  # {node, round, reason, + what chose it: added error (static), outlier ratio (dynamic)}
     stopped: str
 
     def as_dict(self) -> dict:
@@ -189,6 +197,36 @@ def node_errors(fp32_path, quant_path, feeds: Sequence[dict[str, np.ndarray]], *
     return sorted(errors, key=lambda e: e.added_error, reverse=True)
 
 
+def outlier_ratios(fp32_path, quant_path, feeds: Sequence[dict[str, np.ndarray]], *,
+                   max_batches: int = 8) -> list[tuple[str, float]]:
+    """(node, max |x| / 99.9th percentile of |x| of its activation input) for every node the
+    dynamic INT8 graph at `quant_path` replaced with an integer kernel, strongest outliers first."""
+    import onnx
+
+    fp32 = onnx.load(str(fp32_path))
+    present = {n.name for n in onnx.load(str(quant_path)).graph.node}
+    weights = {i.name for i in fp32.graph.initializer}
+    activations = _float_activations(fp32)
+    inputs = {
+        n.name: n.input[0] for n in fp32.graph.node
+        if n.op_type in DYNAMIC_OP_TYPES and n.name not in present and n.input[0] not in weights
+    }
+    graph_inputs = {i.name for i in fp32.graph.input}
+    computed = sorted({t for t in inputs.values() if t not in graph_inputs})
+    session = _instrumented_session(fp32, {t: activations[t] for t in computed})
+    values: dict[str, list[np.ndarray]] = {t: [] for t in inputs.values()}
+    for feed in list(feeds)[:max_batches]:
+        feed = {i.name: feed[i.name] for i in session.get_inputs()}
+        for t, v in (*zip(computed, session.run(computed, feed)), *((t, feed[t]) for t in values if t in feed)):
+            values[t].append(np.abs(v.astype(np.float64)).ravel())
+    ratios = []
+    for node, t in inputs.items():
+        v = np.concatenate(values[t])
+        typical = float(np.percentile(v, 99.9))
+        ratios.append((node, float(v.max()) / typical if typical > 0 else float("inf")))
+    return sorted(ratios, key=lambda r: r[1], reverse=True)
+
+
 # ------------------------------------------------------------------------------------- repair
 def _choose(errors: list[NodeError], quant_model, excluded: set[str], count: int,
             min_added_error: float) -> list[tuple[str, NodeError, str]]:
@@ -234,7 +272,17 @@ def _choose(errors: list[NodeError], quant_model, excluded: set[str], count: int
         new = [name for name in dict.fromkeys(new) if name and name not in taken]
         picks += [(name, error, why) for name in new]
         offenders += bool(new)
-    return picks
+    return [(name, {**error.as_dict(), "measured_at": error.node}, why) for name, error, why in picks]
+
+
+def _choose_outliers(ratios: list[tuple[str, float]], count: int,
+                     min_ratio: float = 2.0) -> list[tuple[str, dict, str]]:
+    """The `count` still-quantized nodes whose inputs have the strongest outliers (none below `min_ratio`:
+    a grid that fits the bulk of the values is not what hurts there)."""
+    return [
+        (node, {"outlier_ratio": round(ratio, 2)}, "its input's outliers stretch the dynamic int8 grid")
+        for node, ratio in ratios[:count] if ratio >= min_ratio
+    ]
 
 
 def repair(
@@ -250,7 +298,8 @@ def repair(
     min_added_error: float = 1e-3,
     progress: Callable[[str], None] = lambda message: None,
 ) -> RepairResult:
-    """Quantize `prepared` (static INT8), and while `judge` says no, keep the worst nodes in float.
+    """Quantize `prepared` (static or dynamic INT8), and while `judge` says no, keep the worst nodes
+    in float: by added layer-wise error (static), by input outliers (dynamic).
 
     Stops when the budget holds, when no node is left to exclude, after `patience` rounds without a
     lower loss, or after `max_rounds`. The variant with the lowest loss is the one left at `onnx_out`.
@@ -275,14 +324,17 @@ def repair(
         for round_index in range(1, max_rounds + 1):
             if verdict.ok:
                 break
-            errors = node_errors(prepared.path, current.path, feeds)
-            picks = _choose(errors, onnx.load(str(current.path)), set(current.excluded_nodes),
-                            nodes_per_round, min_added_error)
+            if config.mode is QuantMode.INT8_DYNAMIC:
+                picks = _choose_outliers(outlier_ratios(prepared.path, current.path, feeds), nodes_per_round)
+            else:
+                errors = node_errors(prepared.path, current.path, feeds)
+                picks = _choose(errors, onnx.load(str(current.path)), set(current.excluded_nodes),
+                                nodes_per_round, min_added_error)
             if not picks:
                 stopped = "nothing left to gain: no quantized node adds measurable error"
                 break
             for name, error, why in picks:
-                kept.append({**error.as_dict(), "node": name, "measured_at": error.node, "round": round_index, "reason": why})
+                kept.append({**error, "node": name, "round": round_index, "reason": why})
             cfg = current.config.excluding([p[0] for p in picks])
             path = Path(tmp) / f"round{round_index}.onnx"
             current, current_verdict = attempt(cfg, path)
@@ -304,8 +356,10 @@ def repair(
     return RepairResult(final, verdict, tuple(rounds), tuple(kept_in_best), stopped)
 
 
-def cosine_judge(fp32_path, feeds: Sequence[dict[str, np.ndarray]], min_cosine: float = 0.99) -> Callable[[Path], Verdict]:
-    """A judge on the model's own outputs: mean cosine to FP32 of at least `min_cosine`."""
+def cosine_judge(fp32_path, feeds: Sequence[dict[str, np.ndarray]], min_cosine: float = 0.99, *,
+                 every_row: bool = False) -> Callable[[Path], Verdict]:
+    """A judge on the model's own outputs: mean cosine to FP32 of at least `min_cosine`, or with
+    `every_row` the cosine of every sample (row)."""
     from fusionrt.calibration.measure import compare_outputs
 
     if not feeds:
@@ -313,6 +367,8 @@ def cosine_judge(fp32_path, feeds: Sequence[dict[str, np.ndarray]], min_cosine: 
 
     def judge(path: Path) -> Verdict:
         a = compare_outputs(fp32_path, path, feeds)
-        return Verdict(a.cosine_mean >= min_cosine, 1.0 - a.cosine_mean, {"cosine": round(a.cosine_mean, 6)})
+        score = a.cosine_min if every_row else a.cosine_mean
+        figures = {"cosine": round(a.cosine_mean, 6), "cosine_min": round(a.cosine_min, 6)}
+        return Verdict(score >= min_cosine, 1.0 - score, figures)
 
     return judge

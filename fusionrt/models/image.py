@@ -38,8 +38,13 @@ class ImageEncoder(nn.Module):
     def __init__(self, cfg: ImageConfig, embed_dim: int):
         super().__init__()
         self.cfg = cfg
-        self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        mean = torch.tensor(cfg.mean, dtype=torch.float32)
+        std = torch.tensor(cfg.std, dtype=torch.float32)
+        weight = torch.diag(1.0 / (255.0 * std))  # RGB out x input channels
+        if cfg.channel_order == "bgr":
+            weight = weight.flip(1)
+        self.register_buffer("channel_weight", weight.view(3, 3, 1, 1), persistent=False)
+        self.register_buffer("channel_bias", -mean / std, persistent=False)
         widths = cfg.widths
         self.stem = nn.Sequential(_conv_bn(3, widths[0], 3, 2), nn.ReLU())
         blocks = []
@@ -54,10 +59,10 @@ class ImageEncoder(nn.Module):
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC in the configured channel order -> normalised float NCHW RGB."""
-        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        if self.cfg.channel_order == "bgr":
-            x = x.flip(1)
-        x = (x - self.mean) / self.std
+        x = image.permute(0, 3, 1, 2).to(torch.float32)
+        # Scaling, channel order and mean/std as one fixed 1x1 convolution: element-wise ops with a
+        # per-channel broadcast get slow in ONNX Runtime once an INT8 graph is laid out NHWC.
+        x = nn.functional.conv2d(x, self.channel_weight, self.channel_bias)
         # Per-frame contrast normalisation: exposure and colour cast vary from frame to frame.
         centred = x - x.mean(dim=(1, 2, 3), keepdim=True)
         return centred / (centred.pow(2).mean(dim=(1, 2, 3), keepdim=True) + 1e-6).sqrt()

@@ -78,6 +78,29 @@ def mlp_with_sensitive_node(rng: np.random.Generator, width: int = 32) -> onnx.M
     return _model(nodes, "mlp", [x], [y], {"w_in": w_in, "w_sensitive": w_sensitive, "w_out": w_out})
 
 
+def mlp_with_outlier_activation(rng: np.random.Generator, width: int = 32) -> onnx.ModelProto:
+    """x -> mm_in -> relu -> mm_outlier -> relu -> mm_out. Hidden channel 0 is 300 * x[:, 0] (an input
+    feature that is almost always 0) and mm_outlier's weight row 0 is tiny, so it hardly matters in
+    float; but dynamic int8 quantizes that activation per tensor and call, and when the rare outlier
+    comes, the grid stretched to fit it rounds every other value of the batch away."""
+    w_in = rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
+    w_in[0, :], w_in[:, 0] = 0.0, 0.0
+    w_in[0, 0] = 300.0
+    w_outlier = rng.normal(0, 1 / np.sqrt(width), (width, width)).astype(np.float32)
+    w_outlier[0, :] *= 1e-4
+    w_out = rng.normal(0, 1 / np.sqrt(width), (width, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_in"], ["a"], name="mm_in"),
+        helper.make_node("Relu", ["a"], ["a_relu"], name="relu_in"),
+        helper.make_node("MatMul", ["a_relu", "w_outlier"], ["b"], name="mm_outlier"),
+        helper.make_node("Relu", ["b"], ["b_relu"], name="relu_outlier"),
+        helper.make_node("MatMul", ["b_relu", "w_out"], ["y"], name="mm_out"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    return _model(nodes, "mlp_outlier", [x], [y], {"w_in": w_in, "w_outlier": w_outlier, "w_out": w_out})
+
+
 def reshape_from_input(rng: np.random.Generator) -> onnx.ModelProto:
     """MatMul then Reshape to a shape given as an input of unknown rank: ORT's symbolic shape
     inference fails on it (as it does on some BERT exports), plain ONNX shape inference does not."""

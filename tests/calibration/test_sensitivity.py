@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from calibration_models import mlp_with_sensitive_node
+from calibration_models import mlp_with_outlier_activation, mlp_with_sensitive_node
 
 from fusionrt.calibration import (
     FeedsReader,
@@ -13,6 +13,7 @@ from fusionrt.calibration import (
     compare_outputs,
     cosine_judge,
     node_errors,
+    outlier_ratios,
     prepare_for_quantization,
     quantize_onnx,
     quantized_nodes,
@@ -67,3 +68,53 @@ def test_repair_stops_when_nothing_is_left_to_gain(mlp, tmp_path):
     assert fixed.stopped.startswith("nothing left to gain")
     assert len(fixed.rounds) <= 3  # patience 2: two rounds without a lower loss
     assert fixed.result.path.is_file()
+
+
+@pytest.fixture(scope="module")
+def outlier_mlp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outlier")
+    path = root / "mlp.onnx"
+    onnx.save(mlp_with_outlier_activation(np.random.default_rng(0)), str(path))
+    prepared = prepare_for_quantization(path, root / "mlp.prepared.onnx")
+    x = np.abs(np.random.default_rng(1).normal(size=(48, 32))).astype(np.float32)
+    x[:, 0] = 0.0
+    x[7, 0] = 1.0  # the one outlier: hidden channel 0 of row 7 is 300
+    return path, prepared, [{"x": x[i : i + 16]} for i in range(0, 48, 16)]
+
+
+def test_outlier_ratios_rank_the_matmul_reading_the_outlier_channel_first(outlier_mlp, tmp_path):
+    path, prepared, feeds = outlier_mlp
+    quant = quantize_onnx(path, tmp_path / "dyn.onnx", QuantConfig(QuantMode.INT8_DYNAMIC), prepared=prepared)
+    assert compare_outputs(path, quant.path, feeds).cosine_min < 0.9  # plain dynamic int8 breaks row 7's batch
+    ratios = dict(outlier_ratios(prepared.path, quant.path, feeds))
+    assert list(ratios)[0] == "mm_outlier" and set(ratios) == {"mm_in", "mm_outlier", "mm_out"}
+    a_relu = np.maximum(np.concatenate([f["x"] for f in feeds]) @ onnx.numpy_helper.to_array(
+        next(i for i in onnx.load(str(path)).graph.initializer if i.name == "w_in")), 0)
+    expected = np.abs(a_relu).max() / np.percentile(np.abs(a_relu), 99.9)
+    assert ratios["mm_outlier"] == pytest.approx(expected, rel=1e-4)
+    assert ratios["mm_outlier"] > 10.0 and ratios["mm_in"] < 2.0
+
+
+def test_dynamic_repair_keeps_the_outlier_matmul_float(outlier_mlp, tmp_path):
+    path, prepared, feeds = outlier_mlp
+    fixed = repair(prepared, tmp_path / "fixed.onnx", QuantConfig(QuantMode.INT8_DYNAMIC), feeds,
+                   cosine_judge(path, feeds, 0.999, every_row=True))
+    assert fixed.verdict.ok and fixed.stopped == "budget met"
+    assert fixed.result.config.exclude_nodes == ("mm_outlier",)
+    kept = fixed.kept_float[0]
+    assert kept["node"] == "mm_outlier" and kept["outlier_ratio"] > 10.0 and "outliers" in kept["reason"]
+    names = {n.name for n in onnx.load(str(fixed.result.path)).graph.node}
+    assert "mm_outlier" in names and "mm_in" not in names  # mm_outlier float; mm_in still quantized
+    assert compare_outputs(path, fixed.result.path, feeds).cosine_min >= 0.999
+
+
+def test_cosine_judge_every_row_judges_the_worst_sample(outlier_mlp, tmp_path):
+    path, prepared, feeds = outlier_mlp
+    quant = quantize_onnx(path, tmp_path / "q.onnx", QuantConfig(QuantMode.INT8_DYNAMIC), prepared=prepared)
+    a = compare_outputs(path, quant.path, feeds)
+    assert a.cosine_min < a.cosine_mean
+    mean_verdict = cosine_judge(path, feeds, a.cosine_mean - 1e-9)(quant.path)
+    row_verdict = cosine_judge(path, feeds, a.cosine_mean - 1e-9, every_row=True)(quant.path)
+    assert mean_verdict.ok and not row_verdict.ok
+    assert row_verdict.loss == pytest.approx(1.0 - a.cosine_min)
+    assert row_verdict.figures["cosine_min"] == pytest.approx(a.cosine_min, abs=1e-6)
