@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench
+.PHONY: demo test bench study
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,3 +22,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/export_vs_torch.py
+	if [ -d bundles/demo ]; then $(BIN)/fusionrt bench bundles/demo --json benchmarks/results/bench_demo.json \
+	  --csv benchmarks/results/bench_demo.csv --markdown benchmarks/results/bench_demo.md \
+	  --png benchmarks/results/bench_demo.png; fi
+
+# The effectiveness study (demo config, 3 seeds): tables, charts and JSON into benchmarks/results/study.*;
+# trained runs and bundles into runs/study/.
+study: $(STAMP)
+	$(BIN)/fusionrt eval --study --config configs/demo.yaml --seeds 0,1,2 --out benchmarks/results --work runs/study

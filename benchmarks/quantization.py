@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -60,6 +59,7 @@ from fusionrt.calibration import (  # noqa: E402
 from fusionrt.calibration.measure import row_cosines  # noqa: E402
 from fusionrt.calibration.sensitivity import cosine_judge, repair  # noqa: E402
 from fusionrt.calibration.auto import _heldout_item, _Judge, _one_item, candidate_label  # noqa: E402
+from fusionrt.runtime.bench import machine  # noqa: E402
 from fusionrt.runtime.engine import OrtEngine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +73,6 @@ MINILM_CONFIGS = [
     QuantConfig(QuantMode.INT8_STATIC, Calibrator.MINMAX),
     QuantConfig(QuantMode.FP16),
 ]
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 TARGETS = {
     "image_encoder": {"min_speedup": 1.5, "max_accuracy_loss_pts": 0.5},
     "minilm": {"min_speedup": 1.6, "min_cosine": 0.99},
@@ -100,16 +99,8 @@ def heldout_batch(runner: BundleRunner, name: str) -> dict:
 
 
 def cpu_info() -> dict:
-    flags, model = set(), platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"model": model, "cores_visible": os.cpu_count(), "flags": {f: f in flags for f in CPU_FLAGS}}
+    model, present = machine.cpu_info()
+    return {"model": model, "cores_visible": os.cpu_count(), "flags": {f: f in present for f in machine.CPU_FLAGS.values()}}
 
 
 def op_profile(path: Path, feed: dict, runs: int, tmp: Path) -> dict:

@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from fusionrt.runtime.bench.stats import latency_stats
 from fusionrt.runtime.engine import OrtEngine
 
 
@@ -81,6 +82,5 @@ def measure_latency(
             start = time.perf_counter_ns()
             engine.run(dict(feed))
             samples[name].append((time.perf_counter_ns() - start) / 1e6)
-    return {
-        name: Latency(float(np.median(ms)), float(np.percentile(ms, 99)), runs) for name, ms in samples.items()
-    }
+    stats = {name: latency_stats(ms) for name, ms in samples.items()}
+    return {name: Latency(s.p50, s.p99, runs) for name, s in stats.items()}

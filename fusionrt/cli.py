@@ -50,16 +50,78 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from fusionrt.calibration import evaluate_bundle
+    from fusionrt.errors import BundleError
 
+    if args.study:
+        return cmd_study(args)
+    if args.bundle is None:
+        raise BundleError("no bundle given: expected `fusionrt eval BUNDLE`, or `fusionrt eval --study` for the effectiveness study")
     report = evaluate_bundle(args.bundle, args.data, tuple(args.variants.split(",")), n=args.count)
     for variant, metrics in report["variants"].items():
         print(f"{variant:<14} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ({metrics['count']} items)")
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from fusionrt.config import Config, load_config
+    from fusionrt.errors import ConfigError
+    from fusionrt.study import parse_kinds, parse_seeds, run_study
+
+    if args.bundle is not None:
+        raise ConfigError(f"--study trains and evaluates its own models; drop the bundle argument {args.bundle!r}")
+    config = load_config(args.config) if args.config else Config()
+    options = [f"--{k} {v}" for k, v in (("config", args.config), ("kinds", args.kinds)) if v]
+    command = " ".join(["fusionrt eval --study", *options, f"--seeds {args.seeds} --out {args.out} --work {args.work}"])
+    kinds = parse_kinds(args.kinds, config) if args.kinds else None
+    run_study(config, parse_seeds(args.seeds), args.out, kinds=kinds, work_dir=args.work, command=command)
 
 
 def cmd_engine(args: argparse.Namespace) -> None:
     from fusionrt.calibration import engine_bundle
 
     engine_bundle(args.bundle, args.precision)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from fusionrt.bundle import load
+    from fusionrt.runtime.bench import BenchSettings, bench_bundle, format_table, save
+
+    bundle = load(args.bundle)
+    given = {"window_ms": args.window_ms, "max_windows": args.max_windows, "warmup_ms": args.warmup_ms,
+             "gemm_size": args.gemm_size}  # fmt: skip
+    report = bench_bundle(
+        bundle,
+        components=_names(args.component),
+        variants=_names(args.variants),
+        backends=_names(args.backends),
+        threads=_numbers(args.threads, "--threads"),
+        batches=_numbers(args.batches, "--batches"),
+        settings=BenchSettings(**{k: v for k, v in given.items() if v is not None}),
+    )
+    print(format_table(report))
+    options = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in _BENCH_OPTIONS and v is not None]
+    written = save(report, bundle=bundle, json_path=args.json, csv_path=args.csv, markdown_path=args.markdown,
+                   png_path=args.png, command=" ".join(["fusionrt bench", args.bundle, *options]))
+    for path in written:
+        print(f"wrote {path}")
+
+
+_BENCH_OPTIONS = ("component", "variants", "backends", "threads", "batches", "window_ms", "max_windows", "warmup_ms",
+                  "gemm_size")  # fmt: skip
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def _numbers(text: str | None, flag: str) -> list[int] | None:
+    from fusionrt.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        return [int(n) for n in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated whole numbers, e.g. 1,2,4") from None
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
@@ -105,17 +167,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit non-zero when a component misses the budget")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("eval", help="task metrics per variant, run through the exported ONNX files")
-    p.add_argument("bundle", help="bundle directory")
+    p = sub.add_parser("eval", help="task metrics per variant, run through the exported ONNX files; --study: the effectiveness study")
+    p.add_argument("bundle", nargs="?", help="bundle directory (not with --study)")
     p.add_argument("--data", default="builtin", help="labelled directory (labels.txt + images/ audio/ text.txt) or 'builtin'")
     p.add_argument("--variants", default="fp32", help="comma-separated: fp32,fp16,int8,int8-dynamic,default")
     p.add_argument("--count", type=int, default=500, help="items of the built-in test split")
+    p.add_argument("--study", action="store_true",
+                   help="train text/image/audio-only and early/late/cross-attention fusion models per seed; "
+                        "robustness grid, FP32/FP16/INT8, claims; writes study.json/.md/PNGs")  # fmt: skip
+    p.add_argument("--config", default=None, help="--study: config (default: the built-in demo config)")
+    p.add_argument("--seeds", default="0,1,2", help="--study: train seeds (default 0,1,2)")
+    p.add_argument("--kinds", default=None, help="--study: subset of text,image,audio,early,late,cross_attention")
+    p.add_argument("--out", default="reports/study", help="--study: where the results go (default reports/study)")
+    p.add_argument("--work", default="runs/study", help="--study: where trained runs and bundles go (default runs/study)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("engine", help="build TensorRT engines for a bundle (needs a GPU and TensorRT)")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--precision", required=True, choices=["fp16", "int8"])
     p.set_defaults(func=cmd_engine)
+
+    p = sub.add_parser("bench", help="latency per component and whole model, variant, backend, threads and batch, "
+                       "against this machine's GEMM peak")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--component", default=None, help="comma-separated components and/or 'model' (default: all + model)")
+    p.add_argument("--variants", default=None, help="comma-separated ONNX variants / TensorRT precisions (default: all; "
+                   "the torch backend always runs the reference weights)")
+    p.add_argument("--backends", default=None, help="comma-separated: torch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt "
+                   "(default: all; those that cannot run here are listed as skipped)")
+    p.add_argument("--threads", default=None, help="thread sweep, e.g. 1,2 (default: 1, 2, 4, ... cores)")
+    p.add_argument("--batches", default=None, help="batch sweep, e.g. 1,4,16")
+    p.add_argument("--window-ms", type=float, default=None, help="measurement window, ms")
+    p.add_argument("--max-windows", type=int, default=None, help="windows before a point is flagged unstable")
+    p.add_argument("--warmup-ms", type=float, default=None, help="warm-up per point, ms")
+    p.add_argument("--gemm-size", type=int, default=None, help="N of the N x N x N peak GEMM")
+    p.add_argument("--json", default=None, help="write the report here instead of BUNDLE/reports/bench.json")
+    p.add_argument("--csv", default=None, help="also write a CSV row per point")
+    p.add_argument("--markdown", default=None, help="also write Markdown tables")
+    p.add_argument("--png", default=None, help="also write latency CDFs (and accuracy vs latency) as a PNG")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("doctor", help="what this machine can run: providers checked by a real inference, install traps")
     p.add_argument("--bundle", default=None, help="bundle to run the provider checks with")

@@ -17,7 +17,7 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 
 from fusionrt.bundle import TensorSpec
-from fusionrt.errors import BundleError, ConfigError, DataError
+from fusionrt.errors import BundleError, ConfigError
 from fusionrt.frame import Frame, Modality
 from fusionrt.runtime.engine import GPU_PROVIDERS
 from fusionrt.runtime.preprocess import PcmWindows, TextTokenizer, resize_image
@@ -179,7 +179,7 @@ class EncoderStage:
         self.embed_dim = check_encoder_specs(self.modality, self.inputs, self.outputs)
         for variant, engine in self._engines:
             check_engine_specs(f"{self.name}_encoder ({variant})", engine, self.inputs, self.outputs)
-        self._prepare = self._preprocessor(tokenizer_json, hop_s)
+        self.prepare = self._preprocessor(tokenizer_json, hop_s)  # one input -> the engine's feeds
 
     @property
     def variant(self) -> str:
@@ -205,7 +205,7 @@ class EncoderStage:
         and the real output width is known."""
         example = self.example_input()
         for variant, engine in self._engines:
-            out = engine.run(self._prepare(example))
+            out = engine.run(self.prepare(example))
             vector = out[EMBEDDING]
             if vector.ndim != 2 or vector.shape[0] != 1 or (self.embed_dim and vector.shape[1] != self.embed_dim):
                 raise BundleError(
@@ -225,7 +225,7 @@ class EncoderStage:
         """Preprocess and run one input; DataError when the input is unusable."""
         thread = threading.current_thread().name
         t0 = self._clock()
-        feeds = self._prepare(data)
+        feeds = self.prepare(data)
         t1 = self._clock()
         out = self.engine.run(feeds)
         t2 = self._clock()

@@ -48,6 +48,11 @@ class TorchEngine:
         return [f"torch-{self._device}"]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.to_numpy(self.forward(self.to_tensors(feeds)))
+
+    # run() in its three steps, which `fusionrt bench` times apart (host copy vs compute).
+    def to_tensors(self, feeds: dict[str, np.ndarray]) -> list:
+        """Check the feeds and copy them into tensors on the engine's device."""
         import torch
 
         missing = [n for n in self.input_names if n not in feeds]
@@ -57,12 +62,23 @@ class TorchEngine:
             found = getattr(feeds[name], "dtype", type(feeds[name]).__name__)
             if found != self._dtypes[name]:
                 raise EngineError(f"{self.name} (torch): input {name!r} is {found}; the model expects {self._dtypes[name]}")
+        return [torch.tensor(np.asarray(feeds[n]), device=self._device) for n in self.input_names]
+
+    def forward(self, tensors: list):
+        """The module on tensors from to_tensors; returns once the device has finished."""
+        import torch
+
         try:
             with torch.inference_mode():
-                args = [torch.tensor(np.asarray(feeds[n]), device=self._device) for n in self.input_names]
-                out = self._module(*args)
+                out = self._module(*tensors)
+            if self._device == "cuda":
+                torch.cuda.synchronize()
         except (RuntimeError, ValueError, IndexError, FusionRTError) as e:
             raise EngineError(f"{self.name} (torch): PyTorch failed to run: {e}") from e
+        return out
+
+    def to_numpy(self, out) -> dict[str, np.ndarray]:
+        """The module's output copied back to a float32 host array."""
         return {self.output_names[0]: out.float().cpu().numpy()}
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from fusionrt.config import Config, Task, save_config
 from fusionrt.data import LABELS, DigitsData, digits_from_config
-from fusionrt.errors import ModelError
+from fusionrt.errors import ConfigError, ModelError
 from fusionrt.models import MultimodalModel, build_tokenizer
 from fusionrt.scoring import classification_metrics, regression_metrics
 
@@ -31,6 +31,43 @@ class TrainResult:
     checkpoint: Path
     metrics: dict
     seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingData:
+    """The digits splits a config describes and the model inputs made from them (all its modalities).
+
+    Built once, it can be shared by runs that differ only in seeds, fusion head or a subset of the
+    modalities (the effectiveness study trains 18 models on the same data).
+    """
+
+    config: Config
+    splits: dict[str, DigitsData]
+    tokenizer: object | None
+    inputs: dict[str, dict]
+
+    def inputs_for(self, config: Config) -> dict[str, dict]:
+        """The inputs of the modalities `config` uses; ConfigError unless `config` trains on this data."""
+        built, wanted = self.config.model, config.model
+        fits = config.data == self.config.data and all(
+            m in built.modalities and getattr(wanted, m) == getattr(built, m) for m in wanted.modalities
+        )
+        if not fits:
+            raise ConfigError(
+                f"training data built for {self.config.data} and model inputs {list(built.modalities)} does not fit a "
+                f"run with {config.data} and model inputs {list(wanted.modalities)} (model.text/image/audio must match "
+                "too); build it with training_data(config)"
+            )
+        return {split: {m: x[m] for m in wanted.modalities} for split, x in self.inputs.items()}
+
+
+def training_data(config: Config, *, progress: Callable[[str], None] = print) -> TrainingData:
+    """Generate the train/val/test splits of `config.data` and tokenize them once."""
+    progress(f"building the digits data ({config.data.train_size}/{config.data.val_size}/{config.data.test_size})")
+    splits = {s: digits_from_config(config, s) for s in ("train", "val", "test")}
+    tokenizer = build_tokenizer(config.model.text) if "text" in config.model.modalities else None
+    inputs = {s: tensors_from_digits(d, config, tokenizer) for s, d in splits.items()}
+    return TrainingData(config, splits, tokenizer, inputs)
 
 
 def tensors_from_digits(data: DigitsData, config: Config, tokenizer) -> dict:
@@ -89,8 +126,17 @@ def score(outputs: np.ndarray, labels: np.ndarray, task: Task) -> dict:
     return classification_metrics(labels, outputs.argmax(axis=1), LABELS)
 
 
-def train(config: Config, out_dir: str | Path, *, progress: Callable[[str], None] = print) -> TrainResult:
-    """Train end to end with modality drop-out; write weights, resolved config, tokenizer, metrics."""
+def train(
+    config: Config,
+    out_dir: str | Path,
+    *,
+    progress: Callable[[str], None] = print,
+    data: TrainingData | None = None,
+) -> TrainResult:
+    """Train end to end with modality drop-out; write weights, resolved config, tokenizer, metrics.
+
+    `data` (from `training_data`) skips generating and tokenizing the splits again.
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,10 +145,10 @@ def train(config: Config, out_dir: str | Path, *, progress: Callable[[str], None
     generator = torch.Generator().manual_seed(config.train.seed)
     task = config.model.task
 
-    progress(f"building the digits data ({config.data.train_size}/{config.data.val_size}/{config.data.test_size})")
-    splits = {s: digits_from_config(config, s) for s in ("train", "val", "test")}
-    tokenizer = build_tokenizer(config.model.text) if "text" in config.model.modalities else None
-    inputs = {s: tensors_from_digits(d, config, tokenizer) for s, d in splits.items()}
+    if data is None:
+        data = training_data(config, progress=progress)
+    splits, inputs = data.splits, data.inputs_for(config)
+    tokenizer = data.tokenizer if "text" in config.model.modalities else None
     vocab_size = len(tokenizer) if tokenizer is not None else 0
 
     model = MultimodalModel(config.model, vocab_size=vocab_size)

@@ -12,7 +12,7 @@ from export_modules import (
     tiny_tokenizer,
 )
 
-from fusionrt.bundle import describe, load
+from fusionrt.bundle import describe
 from fusionrt.errors import BundleError, ExportError
 from fusionrt.export import export_bundle
 from fusionrt.runtime.engine import OrtEngine

@@ -144,3 +144,23 @@ def test_torch_pipeline_has_one_variant_and_says_degrade_cannot_act(exported):
         Pipeline.from_bundle(bundle, {}, variant="fp16", backend="torch")
     with pytest.raises(ConfigError, match="backend 'onnx'"):
         Pipeline.from_bundle(bundle, {}, backend="onnx")
+
+
+def test_bench_times_the_torch_backend_with_its_host_copy_apart(exported):
+    from fusionrt.runtime.bench import BenchSettings, bench_bundle
+
+    config, bundle = exported
+    report = bench_bundle(bundle, components=["fusion", "model"], backends=["torch", "ort-cpu"], variants=["fp32"],
+                          threads=[1], batches=[1], settings=BenchSettings(window_ms=2, max_windows=3, warmup_ms=1,
+                                                                           gemm_size=32), progress=lambda line: None)  # fmt: skip
+    torch_rows = [r for r in report["rows"] if r["backend"] == "torch"]
+    assert [(r["target"], r["variant"], r["status"]) for r in torch_rows] == [("fusion", "reference", "ok"),
+                                                                              ("model", "reference", "ok")]
+    for row in torch_rows:
+        assert row["device"] in ("torch-cpu", "torch-cuda")
+        assert 0 < row["copy_ms"]["p50"] < row["latency_ms"]["p50"]  # tensor conversion, timed apart
+        assert row["compute_ms"]["count"] == row["latency_ms"]["count"]
+        ort_row = next(r for r in report["rows"] if (r["target"], r["backend"]) == (row["target"], "ort-cpu"))
+        assert row["macs"] == ort_row["macs"] > 0  # counted from the fp32 graph the reference computes
+    assert {(s["target"], s["baseline"], s["candidate"]) for s in report["ratios"]} == {
+        ("fusion", "torch reference", "ort-cpu fp32"), ("model", "torch reference", "ort-cpu fp32")}

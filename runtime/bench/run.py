@@ -1,0 +1,219 @@
+"""`bench_bundle`: latency of each component and of the whole model, per variant, backend, thread
+count and batch size, set against this machine's FP32 GEMM peak — the API under `fusionrt bench`.
+
+The grid varies one axis at a time around the main point (batch 1 and every core): a thread sweep
+at that batch and a batch sweep at that thread count, for every target x backend x variant. Each
+point gets a warm-up, then timed windows until three consecutive p50s agree (stats.py). A target
+that cannot be opened or run on a backend becomes rows carrying the error; the rest goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.util
+import itertools
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fusionrt.bundle import Bundle, load
+from fusionrt.errors import ConfigError
+from fusionrt.runtime.bench.backends import (
+    BACKENDS,
+    CPU_BACKENDS,
+    MODEL,
+    ORT_CPU,
+    REFERENCE,
+    TORCH,
+    model_variants,
+    unavailable,
+    variants_on,
+)
+from fusionrt.runtime.bench.inputs import BenchInputs
+from fusionrt.runtime.bench.machine import fingerprint
+from fusionrt.runtime.bench.peak import measure_peak
+from fusionrt.runtime.bench.stats import STABLE_WINDOWS, TOLERANCE
+from fusionrt.runtime.bench.timing import BenchSettings, MacCounter, measure_group
+
+DEFAULT_BATCHES = (1, 4, 16)
+MIN_ITEMS = 16  # distinct input items cycled through at batch 1
+
+
+def thread_sweep(cores: int) -> list[int]:
+    """1, 2, 4, ... below `cores`, then `cores`."""
+    return sorted({*(2**k for k in range(cores.bit_length()) if 2**k < cores), cores})
+
+
+def grid(threads: Sequence[int], batches: Sequence[int]) -> list[tuple[int, int]]:
+    """(threads, batch) points: the thread sweep at the smallest batch, then the batch sweep at the most threads."""
+    main_threads, main_batch = max(threads), min(batches)
+    return [(t, main_batch) for t in threads] + [(main_threads, b) for b in batches if b != main_batch]
+
+
+def bench_bundle(
+    bundle: Bundle | str | Path,
+    *,
+    components: Sequence[str] | None = None,
+    variants: Sequence[str] | None = None,
+    backends: Sequence[str] | None = None,
+    threads: Sequence[int] | None = None,
+    batches: Sequence[int] | None = None,
+    settings: BenchSettings = BenchSettings(),
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Benchmark a bundle; return the report (see report.py for its renderings).
+
+    components: component names and/or "model" (default: all of them and the whole model);
+    variants: ONNX variant / TensorRT precision names (default: all; the torch backend always runs
+    its reference weights); backends: of BACKENDS (default: all; those that cannot run here are
+    listed as skipped with the reason); threads: the thread sweep (default 1, 2, 4, ... cores);
+    batches: the batch sweep (default DEFAULT_BATCHES).
+    """
+    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    bundle = bundle if isinstance(bundle, Bundle) else load(bundle)
+    targets = _targets(bundle, components)
+    threads = _positive(threads or thread_sweep(os.cpu_count() or 1), "threads")
+    batches = _positive(batches or DEFAULT_BATCHES, "batches")
+    chosen = _backends(backends)
+    wanted_variants = _variants(bundle, variants)
+    status = {b: unavailable(bundle, b) for b in chosen}
+    for backend, reason in status.items():
+        if reason:
+            say(f"skipping backend {backend}: {reason}")
+    runnable = [b for b in chosen if status[b] is None]
+    report = {
+        "bundle": str(bundle.root),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": fingerprint(),
+        "settings": {
+            **dataclasses.asdict(settings), "threads": threads, "batches": batches,
+            "main": {"threads": max(threads), "batch": min(batches)},
+            "stability": f"{STABLE_WINDOWS} consecutive windows whose p50 lie within {TOLERANCE:.0%} of their mean",
+        },
+        "backends": {b: {"status": "skipped", "reason": r} if r else {"status": "ok"} for b, r in status.items()},
+        "load_average": {"start": os.getloadavg()[0]},  # 1 minute: how much else ran on this machine
+    }  # fmt: skip
+    cpu_threads = threads if any(b in CPU_BACKENDS for b in runnable) else []
+    report["peak"] = _peak(cpu_threads, settings.gemm_size, say)
+    inputs = BenchInputs(bundle, max(*batches, MIN_ITEMS))
+    plan = _plan(bundle, targets, runnable, wanted_variants, grid(threads, batches))
+    say(f"benchmarking {len(plan)} points of {bundle.root} ({', '.join(targets)}; backends {', '.join(runnable)})")
+    counter = itertools.count(1)
+    macs = MacCounter(bundle, inputs, counting=report["peak"].get("skipped") is None)
+    rows = []
+    for (target, backend, variant, t), points in itertools.groupby(plan, key=lambda p: p[:4]):
+        group = [b for *_, b in points]
+        rows += measure_group(bundle, inputs, target, backend, variant, t, group, settings, macs, report["peak"],
+                              lambda line: say(f"[{next(counter)}/{len(plan)}] {line}"))
+    report["rows"] = rows
+    main = (max(threads), min(batches))
+    report["ratios"] = speedups(rows, min(batches))
+    report["load_average"]["end"] = os.getloadavg()[0]
+    report["accuracy_latency"] = accuracy_points(bundle, rows, main)
+    if report["accuracy_latency"]["skipped"]:
+        say(f"accuracy-vs-latency scatter skipped: {report['accuracy_latency']['skipped']}")
+    return report
+
+
+# ------------------------------------------------------------------------------------ choices
+def _targets(bundle: Bundle, components: Sequence[str] | None) -> list[str]:
+    known = [*bundle.components, MODEL]
+    unknown = [c for c in components or () if c not in known]
+    if unknown:
+        raise ConfigError(f"bench --component {unknown[0]!r}: bundle {bundle.root} has {known}")
+    return [c for c in known if not components or c in components]
+
+
+def _positive(values: Sequence[int], what: str) -> list[int]:
+    if any(not isinstance(v, int) or v < 1 for v in values):
+        raise ConfigError(f"bench --{what} {list(values)}; expected positive whole numbers")
+    return sorted(set(values))
+
+
+def _backends(backends: Sequence[str] | None) -> list[str]:
+    unknown = [b for b in backends or () if b not in BACKENDS]
+    if unknown:
+        raise ConfigError(f"bench --backends {unknown[0]!r}; expected some of {list(BACKENDS)}")
+    return [b for b in BACKENDS if not backends or b in backends]
+
+
+def _variants(bundle: Bundle, names: Sequence[str] | None) -> set[str] | None:
+    if not names:
+        return None
+    known = {v for c in bundle.components.values() for v in c.variants}
+    known |= {p for c in bundle.manifest["components"].values() for p in c.get("engines") or {}}
+    unknown = [v for v in names if v not in known]
+    if unknown:
+        raise ConfigError(
+            f"bench --variants {unknown[0]!r}: no component of {bundle.root} has it; available: {sorted(known)}"
+        )
+    return set(names)
+
+
+def _plan(bundle, targets, backends, wanted, points) -> list[tuple[str, str, str, int, int]]:
+    """(target, backend, variant, threads, batch) in measuring order; GPU backends only at the most threads."""
+    most_threads = max(t for t, _ in points)
+    plan = []
+    for target in targets:
+        for backend in backends:
+            if target == MODEL:
+                names = list(model_variants(bundle, backend))
+            else:
+                names = variants_on(bundle, bundle.components[target], backend)
+            if backend != TORCH and wanted is not None:
+                names = [v for v in names if v in wanted]
+            for variant in names:
+                for t, b in points:
+                    if backend in CPU_BACKENDS or t == most_threads:
+                        plan.append((target, backend, variant, t, b))
+    return plan
+
+
+def _peak(threads: list[int], size: int, say) -> dict:
+    if importlib.util.find_spec("onnx") is None:
+        return {"skipped": "onnx is not installed (pip install 'fusionrt[quantize]'): no GEMM peak, no MAC counts"}
+    if not threads:
+        return {"size": size, "ort_gflops": {}, "numpy_gflops": {}, "note": "no CPU backend ran: no CPU peak"}
+    return measure_peak(threads, size, say)
+
+
+# ------------------------------------------------------------------------------------ summary
+def speedups(rows: list[dict], batch: int) -> list[dict]:
+    """At `batch`, per target and thread count: ORT CPU fp32 against the torch reference, then every
+    other backend x variant against ORT CPU fp32 (speed-up = baseline p50 / candidate p50)."""
+    p50 = {(r["target"], r["threads"], r["backend"], r["variant"]): r["latency_ms"]["p50"]
+           for r in rows if r["status"] == "ok" and r["batch"] == batch}  # fmt: skip
+    out = []
+    for target, threads in dict.fromkeys((r["target"], r["threads"]) for r in rows if r["batch"] == batch):
+        fp32, reference = (target, threads, ORT_CPU, "fp32"), (target, threads, TORCH, REFERENCE)
+        others = [key for key in p50 if key[:2] == (target, threads) and key not in (fp32, reference)]
+        pairs = [(reference, fp32)] + [(fp32, key) for key in others]
+        for baseline, candidate in pairs:
+            if baseline in p50 and candidate in p50:
+                out.append({"target": target, "threads": threads, "batch": batch, "baseline": " ".join(baseline[2:]),
+                            "candidate": " ".join(candidate[2:]), "speedup": p50[baseline] / p50[candidate]})
+    return out
+
+
+def accuracy_points(bundle: Bundle, rows: list[dict], main: tuple[int, int]) -> dict:
+    """(accuracy from reports/eval.json, whole-model p50 on ORT CPU at the main point) per evaluated
+    variant, matched by which variant each component ran; or why there are none."""
+    evaluation = bundle.report("eval")
+    if evaluation is None:
+        return {"points": [], "skipped": f"{bundle.root / 'reports' / 'eval.json'} is absent: run "
+                                         f"`fusionrt eval {bundle.root} --variants fp32,fp16,...` first"}
+    measured = [r for r in rows if r["target"] == MODEL and r["backend"] == ORT_CPU and r["status"] == "ok"
+                and (r["threads"], r["batch"]) == main]  # fmt: skip
+    if not measured:
+        return {"points": [], "skipped": "the whole model was not benchmarked on ort-cpu at the main point"}
+    points = []
+    for name, result in (evaluation.get("variants") or {}).items():
+        for row in measured:
+            if result.get("components") == row["components"] and "accuracy" in result:
+                points.append({"variant": name, "accuracy": result["accuracy"], "p50_ms": row["latency_ms"]["p50"]})
+    if not points:
+        return {"points": [], "skipped": f"reports/eval.json evaluated {sorted(evaluation.get('variants') or {})}, "
+                                         "none of which ran the components of a benchmarked whole-model variant"}
+    return {"points": points, "skipped": None}
