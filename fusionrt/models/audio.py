@@ -111,10 +111,10 @@ def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
 class AudioEncoder(nn.Module):
     """float32 mono PCM [B, samples] at cfg.sample_rate -> embedding float32 [B, embed_dim].
 
-    Features are normalised per utterance (each channel's mean over time is subtracted, which also
-    cancels the input gain for log-mel), then a stride-2 conv-BN-ReLU per width over (feature,
-    time), an average over time only (where a sound sits in frequency is what tells sounds apart,
-    so the feature axis is kept and flattened), Linear.
+    Features are normalised per utterance to cancel the input gain without erasing steady sounds (a
+    per-band mean over time would remove a tone that fills the window), then a stride-2
+    conv-BN-ReLU per width over (feature, time), an average over time only (where a sound sits in
+    frequency is what tells sounds apart, so the feature axis is kept and flattened), Linear.
     """
 
     def __init__(self, cfg: AudioConfig, embed_dim: int):
@@ -128,10 +128,18 @@ class AudioEncoder(nn.Module):
             bands = (bands + 1) // 2
         self.proj = nn.Linear(widths[-1] * bands, embed_dim)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        """Gain-normalised features [B, n_features, frames]. A gain is one offset on every log-mel band,
+        so log-mel loses its mean over bands and time; after the orthonormal DCT that offset sits in
+        c0 alone, so MFCC loses c0's mean over time."""
         features = self.frontend(audio)
-        features = features - features.mean(dim=2, keepdim=True)
-        x = self.cnn(features.unsqueeze(1))
+        if not self.frontend.mfcc:
+            return features - features.mean(dim=(1, 2), keepdim=True)
+        c0 = features[:, :1]
+        return torch.cat([c0 - c0.mean(dim=2, keepdim=True), features[:, 1:]], dim=1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = self.cnn(self.features(audio).unsqueeze(1))
         return self.proj(x.mean(dim=3).flatten(1))
 
     def preprocessing(self) -> dict:

@@ -67,11 +67,29 @@ def test_frontend_kernels_are_fixed_buffers():
     assert {name for name, _ in encoder.frontend.named_buffers()} == {"dft_real", "dft_imag", "mel", "dct"}
 
 
-def test_log_mel_normalisation_cancels_input_gain():
-    encoder = AudioEncoder(AudioConfig(), embed_dim=8).eval()
+@pytest.mark.parametrize("frontend", [AudioFrontend.LOGMEL, AudioFrontend.MFCC])
+def test_normalisation_cancels_input_gain(frontend):
+    encoder = AudioEncoder(AudioConfig(frontend=frontend), embed_dim=8).eval()
     audio = torch.from_numpy(_noise())[None]
     with torch.no_grad():
+        np.testing.assert_allclose(encoder.features(audio).numpy(), encoder.features(4.0 * audio).numpy(), atol=1e-3)
         np.testing.assert_allclose(encoder(audio).numpy(), encoder(4.0 * audio).numpy(), atol=1e-4)
+
+
+def test_normalisation_keeps_a_tone_that_fills_the_window():
+    """A steady DTMF pair over the whole window: its bands must stay above the rest in every frame
+    (a per-band mean over time would turn the whole spectrogram into zeros)."""
+    cfg = AudioConfig()
+    encoder = AudioEncoder(cfg, embed_dim=8).eval()
+    t = np.arange(SR) / SR
+    tone = (0.4 * np.sin(2 * np.pi * 697 * t) + 0.4 * np.sin(2 * np.pi * 1209 * t)).astype(np.float32)
+    with torch.no_grad():
+        features = encoder.features(torch.from_numpy(tone)[None])[0].numpy()
+    band = features.mean(axis=1).argmax()
+    centres = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels).argmax(axis=1) * cfg.sample_rate / cfg.n_fft
+    assert abs(centres[band] - 697) < 150 or abs(centres[band] - 1209) < 150
+    inner = features[:, 5:-5]  # away from the zero-padded edges
+    assert (inner[band] > inner.mean(axis=0) + 3.0).all()
 
 
 def test_encoder_shapes_and_contract():
