@@ -390,6 +390,12 @@ def verdicts(result: dict, threads: list[int]) -> dict:
     return out
 
 
+def latency_cells(row: dict, threads: list[int]) -> str:
+    """Median, p99 and speed-up per thread count, as Markdown cells."""
+    return " | ".join(f"{row[f't{n}']['median_ms']:.3f} | {row[f't{n}']['p99_ms']:.3f} | "
+                      f"{row[f't{n}']['speedup_median']:.2f}x" for n in threads)
+
+
 def markdown(result: dict, threads: list[int]) -> str:
     meta = result["meta"]
     lines = [f"`{meta['command']}`", "",
@@ -406,8 +412,7 @@ def markdown(result: dict, threads: list[int]) -> str:
                   "|---|---|---|---|---|---|" + "---|" * (3 * len(threads))]
         for name, comp in demo["components"].items():
             for label, r in comp["variants"].items():
-                lat = " | ".join(f"{r[f't{n}']['median_ms']:.3f} | {r[f't{n}']['p99_ms']:.3f} | "
-                                 f"{r[f't{n}']['speedup_median']:.2f}x" for n in threads)
+                lat = latency_cells(r, threads)
                 lines.append(f"| {name} | {label} | {r['cosine']:.5f} | {r['cosine_min']:.5f} | {r['accuracy']:.4f} | "
                              f"{r['accuracy_delta_pts']:+.2f} | {lat} |")
         lines.append("")
@@ -437,8 +442,7 @@ def markdown(result: dict, threads: list[int]) -> str:
                   f"cosine over {large['cosine_frames']} held-out frames)", "",
                   f"| variant | cosine mean | cosine min | {lat_cols} |", "|---|---|---|" + "---|" * (3 * len(threads))]
         for label, r in large["variants"].items():
-            lat = " | ".join(f"{r[f't{n}']['median_ms']:.3f} | {r[f't{n}']['p99_ms']:.3f} | "
-                             f"{r[f't{n}']['speedup_median']:.2f}x" for n in threads)
+            lat = latency_cells(r, threads)
             lines.append(f"| {label} | {r['cosine']:.5f} | {r['cosine_min']:.5f} | {lat} |")
         lines.append("")
     m = result.get("minilm")
@@ -450,8 +454,7 @@ def markdown(result: dict, threads: list[int]) -> str:
                   f"| variant | cosine mean | cosine min | sentences < 0.99 | {lat_cols} |",
                   "|---|---|---|---|" + "---|" * (3 * len(threads))]
         for label, r in m["variants"].items():
-            lat = " | ".join(f"{r[f't{n}']['median_ms']:.3f} | {r[f't{n}']['p99_ms']:.3f} | "
-                             f"{r[f't{n}']['speedup_median']:.2f}x" for n in threads)
+            lat = latency_cells(r, threads)
             lines.append(f"| {label} | {r['cosine']:.5f} | {r['cosine_min']:.5f} | {r.get('below_0.99', 0)} | {lat} |")
         lines.append("")
         fixed = m["variants"].get("int8-dynamic-repaired", {}).get("repair")
