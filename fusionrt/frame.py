@@ -14,6 +14,9 @@ class Modality(str, Enum):
     AUDIO = "audio"
 
 
+MODALITIES = tuple(m.value for m in Modality)  # ("text", "image", "audio"): the one list of modality names
+
+
 @dataclass(frozen=True)
 class Frame:
     """One input: `t_ns` is the monotonic capture time (`time.monotonic_ns()` at the source)."""

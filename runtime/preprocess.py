@@ -1,5 +1,7 @@
-"""Host-side preprocessing: camera frame -> uint8 image at model size, PCM stream -> windows, text ->
-token ids. Bad inputs raise DataError, which the pipeline counts as "bad_input" and drops.
+"""Host-side preprocessing, built once from a bundle's typed input specs (`host_preprocessor`):
+camera frame -> uint8 image at model size, PCM window -> float32 row, text -> token ids. The same
+preprocessors feed the runtime's stages, calibration, evaluation and benchmarks. Bad inputs raise
+DataError, which the pipeline counts as "bad_input" and drops.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionrt.bundle import AudioInput, ImageInput, InputSpec, TextInput
 from fusionrt.errors import BundleError, DataError
 
 
@@ -38,6 +41,86 @@ def resize_image(frame: object, height: int, width: int, channel_order: str = "b
     if channel_order == "rgb":
         frame = frame[:, :, ::-1]
     return np.ascontiguousarray(frame)[None]
+
+
+def fit_window(signal: np.ndarray, window_samples: int) -> np.ndarray:
+    """The first `window_samples` of a mono signal, zero-padded at the end when shorter."""
+    out = np.zeros(window_samples, dtype=np.float32)
+    n = min(window_samples, len(signal))
+    out[:n] = signal[:n]
+    return out
+
+
+class ImagePreprocessor:
+    """A BGR uint8 HxWx3 frame of any size -> {image: uint8 [1, H, W, 3]} in the model's channel order."""
+
+    def __init__(self, spec: ImageInput) -> None:
+        self.spec = spec
+
+    def __call__(self, frame: object) -> dict[str, np.ndarray]:
+        return {self.spec.name: resize_image(frame, self.spec.height, self.spec.width, self.spec.channel_order)}
+
+    def batch(self, frames) -> dict[str, np.ndarray]:
+        return {self.spec.name: np.concatenate([self(f)[self.spec.name] for f in frames])}
+
+    def example(self) -> np.ndarray:
+        return np.zeros((self.spec.height, self.spec.width, 3), np.uint8)
+
+
+class AudioPreprocessor:
+    """One mono float32 window of exactly window_samples -> {audio: float32 [1, window_samples]}."""
+
+    def __init__(self, spec: AudioInput) -> None:
+        self.spec = spec
+
+    def __call__(self, window: object) -> dict[str, np.ndarray]:
+        window, _ = clean_audio(window)
+        if len(window) != self.spec.window_samples:
+            raise DataError(f"audio window has {len(window)} samples; the encoder takes {self.spec.window_samples} "
+                            f"(cut windows with PcmWindows, or fit_window for a clip)")
+        return {self.spec.name: window[None]}
+
+    def batch(self, windows) -> dict[str, np.ndarray]:
+        return {self.spec.name: np.concatenate([self(w)[self.spec.name] for w in windows])}
+
+    def example(self) -> np.ndarray:
+        return np.zeros(self.spec.window_samples, np.float32)
+
+
+class TextPreprocessor:
+    """text -> {input_ids, attention_mask[, token_type_ids]} int64 [1, seq] through the bundle's tokenizer."""
+
+    def __init__(self, spec: TextInput) -> None:
+        self.spec = spec
+        self.tokenizer = TextTokenizer(spec.tokenizer_file, spec.max_length, spec.padding)
+
+    def __call__(self, text: object) -> dict[str, np.ndarray]:
+        return self._named(self.tokenizer(text))
+
+    def batch(self, texts) -> dict[str, np.ndarray]:
+        return self._named(self.tokenizer.batch(list(texts)))
+
+    def example(self) -> str:
+        return "hello"
+
+    def _named(self, encoded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "token_type_ids" in self.spec.input_names:
+            encoded["token_type_ids"] = np.zeros_like(encoded["input_ids"])
+        return {name: encoded[name] for name in self.spec.input_names}
+
+
+Preprocessor = ImagePreprocessor | AudioPreprocessor | TextPreprocessor
+
+
+def host_preprocessor(spec: InputSpec) -> Preprocessor:
+    """The one host preprocessor of an encoder, from its typed input spec (`Component.input`)."""
+    if isinstance(spec, ImageInput):
+        return ImagePreprocessor(spec)
+    if isinstance(spec, AudioInput):
+        return AudioPreprocessor(spec)
+    if isinstance(spec, TextInput):
+        return TextPreprocessor(spec)
+    raise BundleError(f"no host preprocessor for {type(spec).__name__}; expected an encoder's input spec")
 
 
 def clean_audio(chunk: object) -> tuple[np.ndarray, bool]:
@@ -161,9 +244,9 @@ class TextTokenizer:
             raise BundleError(f"{path} is not a tokenizers tokenizer.json: {e}") from e
         self.max_length = int(max_length)
         tokenizer.enable_truncation(self.max_length)
+        self._pad = _pad_token(tokenizer, path)
         if padding == "max_length":
-            pad_id, pad_token = _pad_token(tokenizer, path)
-            tokenizer.enable_padding(length=self.max_length, pad_id=pad_id, pad_token=pad_token)
+            tokenizer.enable_padding(length=self.max_length, pad_id=self._pad[0], pad_token=self._pad[1])
         else:
             tokenizer.no_padding()
         self._tokenizer = tokenizer
@@ -174,6 +257,23 @@ class TextTokenizer:
         return {
             "input_ids": np.asarray([encoding.ids], np.int64),
             "attention_mask": np.asarray([encoding.attention_mask], np.int64),
+        }
+
+    def batch(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Rows of equal length: padded to max_length, or (padding "longest") to the batch's longest."""
+        for text in texts:
+            check_text(text)
+        if self._tokenizer.padding is None:
+            self._tokenizer.enable_padding(pad_id=self._pad[0], pad_token=self._pad[1])
+            try:
+                encodings = self._tokenizer.encode_batch(texts)
+            finally:
+                self._tokenizer.no_padding()
+        else:
+            encodings = self._tokenizer.encode_batch(texts)
+        return {
+            "input_ids": np.asarray([e.ids for e in encodings], np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int64),
         }
 
 

@@ -160,10 +160,10 @@ def test_listed_file_missing(bundle_dir):
 
 
 def test_newer_version_names_both_versions(bundle_dir):
-    rewrite(bundle_dir, lambda m: m.update(version=2))
+    rewrite(bundle_dir, lambda m: m.update(version=FORMAT_VERSION + 1))
     with pytest.raises(BundleError) as caught:
         load(bundle_dir)
-    assert f"has format version 2; this fusionrt reads version {FORMAT_VERSION} — upgrade fusionrt" in str(caught.value)
+    assert f"has format version {FORMAT_VERSION + 1}; this fusionrt reads versions [1, 2]" in str(caught.value)
 
 
 def test_wrong_format_and_missing_or_malformed_manifest(bundle_dir, tmp_path):

@@ -1,0 +1,59 @@
+"""`describe`: the table `fusionrt inspect` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusionrt.bundle.format import Bundle
+
+
+def describe(bundle: Bundle) -> str:
+    """The table `fusionrt inspect` prints: components, variants, IO, preprocessing and parity figures."""
+    manifest = bundle.manifest
+    report = (bundle.report("export") or {}).get("components", {})
+    labels = ", ".join(bundle.labels) if bundle.labels else "-"
+    lines = [
+        f"bundle {bundle.root}  ({manifest['format']} v{manifest['version']}, created {manifest.get('created', '?')})",
+        f"task: {bundle.task}; {len(bundle.labels)} labels: {labels}",
+        f"modalities: {', '.join(bundle.modalities)}; tokenizer: {manifest.get('tokenizer') or '-'}",
+    ]
+    for c in bundle.components.values():
+        rate = f"{c.rate_hz:g} Hz" if c.rate_hz is not None else "-"
+        lines += ["", f"{c.name}  role={c.role}  modality={c.modality or '-'}  rate={rate}"]
+        for label, specs in (("in ", c.inputs), ("out", c.outputs)):
+            for s in specs:
+                lines.append(f"  {label} {s.name:<16} {s.dtype:<8} [{', '.join(str(d) for d in s.shape)}]")
+        if c.preprocessing:
+            lines.append("  preprocessing: " + " ".join(f"{k}={v}" for k, v in c.preprocessing.items()))
+        lines.append(f"  {'variant':<10} {'precision':<9} {'size':>10}  {'exporter':<11} {'opt':<6} parity vs PyTorch")
+        for v in c.variants.values():
+            marker = "*" if v.name == c.default_variant else " "
+            parity = ((report.get(c.name) or {}).get("variants", {}).get(v.name) or {}).get("parity")
+            lines.append(
+                f"  {v.name + marker:<10} {v.precision:<9} {_size(v.path):>10}  {v.info.get('exporter', '-'):<11} "
+                f"{v.info.get('optimization', '-'):<6} {_parity_text(parity)}"
+            )
+        for e in c.engines.values():
+            lines.append(f"  engine {e.precision:<5} {e.path.name} (from {e.source_variant}, "
+                         f"{e.fingerprint.get('gpu_name', '?')}, TensorRT {e.fingerprint.get('tensorrt_version', '?')})")
+    return "\n".join(lines)
+
+
+def _size(path: Path) -> str:
+    size = float(path.stat().st_size) if path.is_file() else 0.0
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "?"
+
+
+def _parity_text(parity: dict | None) -> str:
+    if not parity:
+        return "-"
+    parts = [
+        f"{name}: cos={o['cosine']:.6f} max_abs={o['max_abs']:.2g}"
+        + (f" argmax={o['argmax_agreement']:.0%}" if o.get("argmax_agreement") is not None else "")
+        for name, o in parity.get("outputs", {}).items()
+    ]
+    return "; ".join(parts) + f" ({parity.get('inputs', '?')} input sets)"

@@ -1,0 +1,102 @@
+"""`Backend`: the one enumeration of backends (runtime, bench and both CLIs use it), the `Engine`
+protocol every backend implements, and `open_engine`, the one factory that opens a component
+variant on a backend. Heavy backends (torch, TensorRT) are imported inside `open_engine`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from fusionrt.bundle import Bundle, Component, TensorSpec
+from fusionrt.errors import ConfigError
+from fusionrt.runtime.engine import CPU, CUDA, TENSORRT
+
+REFERENCE = "reference"  # the torch backend's one variant: the bundle's reference weights
+
+
+class Backend(str, enum.Enum):
+    """ORT picks providers in priority order (TensorRT -> CUDA -> CPU, or --providers); ORT_* pin one."""
+
+    ORT = "ort"
+    ORT_CPU = "ort-cpu"
+    ORT_CUDA = "ort-cuda"
+    ORT_TENSORRT = "ort-tensorrt"
+    TORCH = "torch"
+    TENSORRT = "tensorrt"
+
+    @classmethod
+    def parse(cls, value: Backend | str) -> Backend:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"backend {value!r}; expected one of {[b.value for b in cls]}") from None
+
+    @property
+    def is_ort(self) -> bool:
+        return self in (Backend.ORT, Backend.ORT_CPU, Backend.ORT_CUDA, Backend.ORT_TENSORRT)
+
+    @property
+    def providers(self) -> tuple[str, ...] | None:
+        """The one ONNX Runtime provider an ORT_* backend pins (None: ORT's priority order, or not ORT)."""
+        return {Backend.ORT_CPU: (CPU,), Backend.ORT_CUDA: (CUDA,), Backend.ORT_TENSORRT: (TENSORRT,)}.get(self)
+
+    @property
+    def runs_variants(self) -> bool:
+        """Whether the backend runs the bundle's ONNX variants (else: its reference weights or engines)."""
+        return self.is_ort
+
+
+class Engine(Protocol):
+    """One runnable component variant on one backend."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    @property
+    def providers(self) -> list[str]:
+        """Where it really runs, first = the one that runs the model (e.g. CPUExecutionProvider, torch-cpu)."""
+        ...
+
+    def input_specs(self) -> Sequence[TensorSpec]:
+        """The inputs as the loaded model declares them (dtype, shape), for contract checks."""
+        ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(
+    bundle: Bundle,
+    component: Component,
+    variant: str,
+    backend: Backend | str = Backend.ORT,
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    fail_on_fallback: bool = False,
+) -> Engine:
+    """Open `variant` of `component` on `backend`: an ONNX variant name for ORT backends, "reference"
+    for torch, a precision ("fp16", "int8", "fp32") for TensorRT engines."""
+    backend = Backend.parse(backend)
+    if backend.is_ort:
+        from fusionrt.runtime.engine import OrtEngine
+
+        pinned = backend.providers
+        if pinned and providers and tuple(providers) != pinned:
+            raise ConfigError(f"backend {backend.value} runs on {pinned[0]}; drop providers={list(providers)} "
+                              f"or use backend 'ort'")
+        return OrtEngine(component.variant(variant).path, providers=list(pinned or providers or ()) or None,
+                         threads=threads, fail_on_fallback=fail_on_fallback or bool(pinned))
+    if providers:
+        raise ConfigError(f"providers choose ONNX Runtime sessions; the {backend.value} backend does not use them")
+    if backend is Backend.TORCH:
+        from fusionrt.runtime.torch_engine import TorchEngine  # the named torch exception of the import table
+
+        return TorchEngine(bundle, component.name, threads=threads)
+    from fusionrt.runtime.tensorrt_engine import TensorRTEngine, check_engine
+
+    return TensorRTEngine(check_engine(bundle, component.name, variant), component=component)
