@@ -29,4 +29,4 @@ bench: $(STAMP)
 # The effectiveness study (demo config, 3 seeds): tables, charts and JSON into benchmarks/results/study.*;
 # trained runs and bundles into runs/study/.
 study: $(STAMP)
-	$(BIN)/fusionrt eval --study --config configs/demo.yaml --seeds 0,1,2 --out benchmarks/results --work runs/study
+	$(BIN)/fusionrt study --config configs/demo.yaml --seeds 0,1,2 --out benchmarks/results --work runs/study

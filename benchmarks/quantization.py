@@ -44,6 +44,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fusionrt.bundle import load  # noqa: E402
 from fusionrt.calibration import (  # noqa: E402
+    BudgetJudge,
     BundleRunner,
     CalibrationSet,
     Calibrator,
@@ -51,14 +52,15 @@ from fusionrt.calibration import (  # noqa: E402
     QuantConfig,
     QuantMode,
     agreement,
+    candidate_label,
     default_heldout,
+    latency_feed,
     measure_latency,
     prepare_for_quantization,
     quantize_onnx,
 )
 from fusionrt.calibration.measure import row_cosines  # noqa: E402
 from fusionrt.calibration.sensitivity import cosine_judge, repair  # noqa: E402
-from fusionrt.calibration.auto import _heldout_item, _Judge, _one_item, candidate_label  # noqa: E402
 from fusionrt.runtime.bench import machine  # noqa: E402
 from fusionrt.runtime.engine import OrtEngine  # noqa: E402
 
@@ -83,19 +85,6 @@ MINILM_LENGTH = 32
 # stopped with two float MatMuls, and 2 of the 250 held-out sentences stayed below 0.99).
 MINILM_REPAIR_COSINE = 0.9925
 BIG_BATCH = 32  # a diagnostic: the same variants at batch 32, where compute outweighs per-call overhead
-
-
-def heldout_batch(runner: BundleRunner, name: str) -> dict:
-    """BIG_BATCH held-out items of one component's inputs (fusion: FP32 encoder embeddings + presence)."""
-    if name != "fusion":
-        from fusionrt.calibration.host import ENCODERS
-
-        modality = next(m for m, c in ENCODERS.items() if c == name)
-        return runner.data.encoder_inputs(modality, 0, BIG_BATCH)
-    from fusionrt.calibration.host import ENCODERS
-
-    encoders = {ENCODERS[m]: runner.fp32(ENCODERS[m]) for m in runner.bundle.modalities}
-    return {k: v[:BIG_BATCH] for k, v in runner._fusion_feeds(encoders).items()}
 
 
 def cpu_info() -> dict:
@@ -161,7 +150,7 @@ def demo_components(work: Path, runs: int, threads: list[int], tmp: Path) -> dic
         fp32 = bundle.components[name].variants["fp32"].path
         feeds = calib.feeds(name)
         prepared = prepare_for_quantization(fp32, tmp / f"{name}.prepared.onnx")
-        judge = _Judge(name, runner, calib, fp32, 0.5, 0.99)
+        judge = BudgetJudge(name, runner, calib, fp32, 0.5, 0.99)
         rows = {"fp32": {"cosine": 1.0, "cosine_min": 1.0, "accuracy": baseline, "accuracy_delta_pts": 0.0}}
         paths = {"fp32": fp32}
         for config in CONFIGS:
@@ -175,10 +164,10 @@ def demo_components(work: Path, runs: int, threads: list[int], tmp: Path) -> dic
             rows[label] = {**verdict.figures, "build_s": round(build_s, 2), "kept_float": len(made.excluded_nodes)}
             paths[label] = made.path
             print(f"  {name:<14} {label:<16} {verdict.figures}  ({build_s:.1f} s to make)")
-        feed = _one_item(feeds[0]) if feeds else _heldout_item(runner, name)
+        feed = latency_feed(name, feeds, runner)
         for label, lat in latency_rows(paths, feed, runs, threads).items():
             rows[label].update(lat)
-        big = {k: v[:BIG_BATCH] for k, v in heldout_batch(runner, name).items()}
+        big = runner.inputs(name, 0, BIG_BATCH)  # held-out items (fusion: FP32 encoder embeddings + presence)
         lat = measure_latency(paths, big, runs=max(50, runs // 3), warmup=10, threads=max(threads))
         for label, l in lat.items():
             rows[label][f"batch{BIG_BATCH}_t{max(threads)}"] = {
@@ -189,7 +178,7 @@ def demo_components(work: Path, runs: int, threads: list[int], tmp: Path) -> dic
                 f"{t}: {row[t]['median_ms']:.3f}/{row[t]['p99_ms']:.3f} ms x{row[t]['speedup_median']:.2f}"
                 for t in (f"t{n}" for n in threads)))
         result["components"][name] = {"preprocess": prepared.method.value, "variants": rows}
-        if name == "image_encoder":  # the component with a speed target: where its time goes, fp32 vs int8
+        if bundle.components[name].modality == "image":  # the one with a speed target: where its time goes
             result["components"][name]["profile_batch1"] = {
                 label: op_profile(paths[label], feed, max(100, runs // 2), tmp) for label in ("fp32", "int8-minmax")}
     return result

@@ -1,22 +1,25 @@
 """Calibration datasets, quantizers (INT8 QDQ static/dynamic, FP16), sensitivity repair, accuracy
-evaluation on the exported files, automatic precision choice, and TensorRT engine fingerprints.
+evaluation on the exported files, automatic precision choice, and TensorRT engine builds.
 
-Imports neither torch nor transformers: it runs the bundle's ONNX files through ONNX Runtime.
+Imports neither torch nor transformers: it runs the bundle's ONNX files through ONNX Runtime, and
+feeds them through the runtime's own host preprocessors and fusion-feed builder. Engine
+fingerprints and checks are the runtime's (fusionrt.runtime.engine_fingerprint, .tensorrt_engine).
 """
 
-from fusionrt.calibration.auto import candidates, default_heldout, format_table, quantize_bundle
-from fusionrt.calibration.dataset import CalibrationSet, CalibrationWarning, Skipped
-from fusionrt.runtime.engine_fingerprint import (
-    EngineFingerprint,
-    Profile,
-    ProfileLimits,
-    changed_fields,
-    check_fingerprint,
-    ort_tensorrt_options,
-    profiles_from_manifest,
+from fusionrt.calibration.auto import (
+    BudgetJudge,
+    candidate_label,
+    candidates,
+    default_heldout,
+    format_table,
+    latency_feed,
+    quantize_bundle,
 )
+from fusionrt.calibration.dataset import CalibrationSet
 from fusionrt.calibration.evaluate import BundleRunner, evaluate, evaluate_bundle
-from fusionrt.calibration.host import HostSpec, host_spec
+from fusionrt.calibration.files import CalibrationWarning, Skipped
+from fusionrt.calibration.fp16 import fp16_from_onnx
+from fusionrt.calibration.graphs import per_channel_scales, quantized_nodes
 from fusionrt.calibration.measure import Agreement, Latency, agreement, compare_outputs, measure_latency
 from fusionrt.calibration.quantize import (
     Calibrator,
@@ -26,12 +29,10 @@ from fusionrt.calibration.quantize import (
     QuantMode,
     QuantResult,
     convert_fp16,
-    per_channel_scales,
     prepare_for_quantization,
     quantize_int8_dynamic,
     quantize_int8_static,
     quantize_onnx,
-    quantized_nodes,
 )
 from fusionrt.calibration.reader import FeedsReader, reader_for
 from fusionrt.calibration.sensitivity import (
@@ -43,24 +44,21 @@ from fusionrt.calibration.sensitivity import (
     outlier_ratios,
     repair,
 )
+from fusionrt.calibration.target import cpu_target
 from fusionrt.calibration.tensorrt import engine_bundle
-from fusionrt.runtime.tensorrt_engine import check_engine, import_tensorrt
 
 __all__ = [
     "Agreement",
+    "BudgetJudge",
     "BundleRunner",
     "CalibrationSet",
     "CalibrationWarning",
     "Calibrator",
-    "EngineFingerprint",
     "FeedsReader",
-    "HostSpec",
     "Latency",
     "NodeError",
     "Prepared",
     "Preprocess",
-    "Profile",
-    "ProfileLimits",
     "QuantConfig",
     "QuantMode",
     "QuantResult",
@@ -68,27 +66,24 @@ __all__ = [
     "Skipped",
     "Verdict",
     "agreement",
+    "candidate_label",
     "candidates",
-    "changed_fields",
-    "check_engine",
-    "check_fingerprint",
     "compare_outputs",
     "convert_fp16",
     "cosine_judge",
+    "cpu_target",
     "default_heldout",
     "engine_bundle",
     "evaluate",
     "evaluate_bundle",
     "format_table",
-    "host_spec",
-    "import_tensorrt",
+    "fp16_from_onnx",
+    "latency_feed",
     "measure_latency",
     "node_errors",
     "outlier_ratios",
-    "ort_tensorrt_options",
     "per_channel_scales",
     "prepare_for_quantization",
-    "profiles_from_manifest",
     "quantize_bundle",
     "quantize_int8_dynamic",
     "quantize_int8_static",

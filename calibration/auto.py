@@ -4,24 +4,26 @@ Per component and candidate: cosine to the FP32 outputs, the whole model's task 
 held-out labelled set with only that component swapped in, and median/p99 latency in ONNX Runtime
 (batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the budget
 goes through sensitivity repair. The fastest candidate inside the budget, if at least `min_speedup`
-times faster than FP32, becomes the component's default variant; written to
-reports/calibration.json and the manifest. In auto mode only the chosen variant's file is added
-to the bundle; an explicit mode adds its variant whatever the verdict.
+times faster than FP32, becomes the component's default variant. In auto mode only the chosen
+variant's file is added to the bundle; an explicit mode adds its variant whatever the verdict.
+
+The variant files, the manifest (each kept variant with its `scheme` and the CPU `target` its
+accuracy was judged on) and reports/calibration.json go into the bundle in one edit transaction:
+an error or a kill before it commits leaves the old bundle as it was.
 """
 
 from __future__ import annotations
 
-import copy
-import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from fusionrt.calibration.dataset import CalibrationSet
-from fusionrt.calibration.evaluate import BundleRunner, _write_report
-from fusionrt.calibration.host import ENCODERS
+from fusionrt.bundle import FALLBACK, Bundle, Component, edit
+from fusionrt.calibration.dataset import CalibrationSet, as_bundle
+from fusionrt.calibration.evaluate import BundleRunner
 from fusionrt.calibration.measure import agreement, measure_latency, run_batches
 from fusionrt.calibration.quantize import (
     Calibrator,
@@ -34,12 +36,36 @@ from fusionrt.calibration.quantize import (
 )
 from fusionrt.calibration.reader import FeedsReader
 from fusionrt.calibration.sensitivity import Verdict, repair
+from fusionrt.calibration.target import cpu_target
 from fusionrt.errors import CalibrationError, EngineError
 
 HELDOUT_SIZE = 300
 # Below this a "faster" variant is timing noise: fp16 on the CPU provider (which casts back to fp32)
 # measured 1.07-1.09x on the demo text encoder.
 MIN_SPEEDUP = 1.10
+CALIBRATION_REPORT = "reports/calibration.json"
+
+
+@dataclass(frozen=True)
+class Search:
+    """How `quantize_bundle` searches: which candidates, the budget, and how they are timed."""
+
+    mode: QuantMode
+    calibrator: Calibrator = Calibrator.MINMAX
+    accuracy_budget: float = 0.5
+    min_cosine: float = 0.99
+    latency_runs: int = 50
+    min_speedup: float = MIN_SPEEDUP
+    repair_nodes: bool = True
+
+
+@dataclass(frozen=True)
+class Made:
+    """One candidate file worth keeping, how it was made and what the manifest records about it."""
+
+    path: Path
+    config: QuantConfig
+    info: dict
 
 
 def candidates(mode: QuantMode, calibrator: Calibrator = Calibrator.MINMAX) -> list[QuantConfig]:
@@ -56,7 +82,7 @@ def candidate_label(config: QuantConfig) -> str:
     return config.variant
 
 
-def default_heldout(bundle, n: int = HELDOUT_SIZE) -> CalibrationSet | None:
+def default_heldout(bundle: Bundle, n: int = HELDOUT_SIZE) -> CalibrationSet | None:
     """The built-in digits test split when the bundle classifies digits; else None (no labels known)."""
     if bundle.task != "classification" or len(bundle.labels) != 10:
         return None
@@ -67,8 +93,10 @@ def default_heldout(bundle, n: int = HELDOUT_SIZE) -> CalibrationSet | None:
     return CalibrationSet.from_digits(bundle, "test", n)
 
 
-class _Judge:
-    """Decides whether one candidate file of one component is inside the budget."""
+class BudgetJudge:
+    """Decides whether one candidate file of one component is inside the budget: the whole model's
+    accuracy on held-out data with that file swapped in (when `runner` is given) and the mean cosine
+    of the component's outputs to FP32 (on held-out data, else on the first calibration batches)."""
 
     def __init__(self, component: str, runner: BundleRunner | None, calib: CalibrationSet, fp32: Path,
                  budget_pts: float, min_cosine: float) -> None:
@@ -81,8 +109,8 @@ class _Judge:
     def outputs(self, path: Path) -> np.ndarray:
         if self.runner is None:
             return run_batches(path, self.feeds)
-        if self.component == "fusion":
-            return self.runner.logits({"fusion": path})
+        if self.component == self.runner.bundle.fusion.name:
+            return self.runner.logits({self.component: path})
         return self.runner.component_outputs(self.component, path)
 
     def __call__(self, path: Path) -> Verdict:
@@ -98,8 +126,15 @@ class _Judge:
         return Verdict(ok, max(delta, 0.0) + (1.0 - cos.cosine_mean), figures)
 
 
+def latency_feed(component: str, feeds: list[dict[str, np.ndarray]], runner: BundleRunner | None) -> dict:
+    """One item of `component`'s inputs to time it on: the first calibration item, else the first held-out one."""
+    if feeds:
+        return {k: v[:1] for k, v in feeds[0].items()}
+    return runner.inputs(component, 0, 1)
+
+
 def quantize_bundle(
-    bundle_path,
+    bundle: Bundle | str | Path,
     calib: CalibrationSet,
     mode: QuantMode | str,
     *,
@@ -123,77 +158,104 @@ def quantize_bundle(
     A component no candidate fits keeps FP32; with `strict` that raises CalibrationError once the
     report is written.
     """
-    from fusionrt.bundle import load
-
-    mode, calibrator = QuantMode(mode), Calibrator(calibrator)
-    bundle = load(bundle_path)
+    search = Search(QuantMode(mode), Calibrator(calibrator), accuracy_budget, min_cosine, latency_runs, min_speedup,
+                    repair_nodes)
+    bundle = as_bundle(bundle)
     heldout = heldout if heldout is not None else default_heldout(bundle)
     runner = BundleRunner(bundle, heldout) if heldout is not None and bundle.task == "classification" else None
     names = list(components or bundle.components)
     unknown = [n for n in names if n not in bundle.components]
     if unknown:
         raise CalibrationError(f"components {unknown} are not in {bundle.root}; it has {sorted(bundle.components)}")
-    report = {
-        "mode": mode.value,
-        "accuracy_budget_pts": accuracy_budget,
+    report = _report(search, calib, heldout, runner)
+    if runner:
+        progress(f"FP32 accuracy on {heldout.source}: {report['baseline']['accuracy']:.4f}")
+    kept: dict[str, dict[str, Made]] = {}
+    with tempfile.TemporaryDirectory(prefix="fusionrt-quantize-") as tmp:
+        for name in names:
+            progress(f"{name}:")
+            report["components"][name], kept[name] = _component(bundle, name, calib, runner, search, Path(tmp),
+                                                                progress)
+        if runner:
+            _final(report, runner, {n: kept[n][e["chosen"]].path for n, e in report["components"].items()
+                                    if e["chosen"] != FALLBACK})
+        report["table"] = format_table(report)
+        progress(report["table"])
+        _store(bundle, report, kept, progress)
+    missed = [n for n, e in report["components"].items() if e.get("budget_missed")]
+    if missed and strict:
+        raise CalibrationError(
+            f"no variant of {missed} meets the budget ({report['criterion']}, {accuracy_budget} pts); they keep fp32 "
+            f"(see {bundle.root / CALIBRATION_REPORT}); raise the budget or improve the calibration data"
+        )
+    return report
+
+
+def _report(search: Search, calib: CalibrationSet, heldout: CalibrationSet | None, runner) -> dict:
+    return {
+        "mode": search.mode.value,
+        "accuracy_budget_pts": search.accuracy_budget,
         "criterion": (
-            f"accuracy within the budget and cosine >= {min_cosine}"
+            f"accuracy within the budget and cosine >= {search.min_cosine}"
             if runner
-            else f"cosine >= {min_cosine} (no labelled held-out data)"
+            else f"cosine >= {search.min_cosine} (no labelled held-out data)"
         ),
+        "target": cpu_target(),
         "calibration": calib.summary(),
         "heldout": heldout.summary() if heldout is not None else None,
         "baseline": runner.metrics(runner.logits()) if runner else None,
         "components": {},
     }
-    if runner:
-        progress(f"FP32 accuracy on {heldout.source}: {report['baseline']['accuracy']:.4f}")
-    manifest = copy.deepcopy(bundle.manifest)
-    chosen_files: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory(prefix="fusionrt-quantize-") as tmp:
-        for name in names:
-            progress(f"{name}:")
-            entry, winner = _component(bundle, name, calib, mode, calibrator, runner, Path(tmp), accuracy_budget,
-                                       min_cosine, latency_runs, min_speedup, repair_nodes, progress)
-            report["components"][name] = entry
-            written = _store(bundle, manifest, name, entry, winner)
-            if entry["chosen"] != "fp32":
-                chosen_files[name] = written[entry["chosen"]]
-    if runner and chosen_files:
-        final = runner.metrics(runner.logits(chosen_files))
-        report["final"] = {
-            "components": {n: report["components"][n]["chosen"] for n in names},
-            "accuracy": final["accuracy"],
-            "accuracy_delta_pts": round((report["baseline"]["accuracy"] - final["accuracy"]) * 100.0, 4),
-        }
-    report["table"] = format_table(report)
-    progress(report["table"])
-    _write_report(bundle, "calibration", report, manifest)
-    missed = [n for n, e in report["components"].items() if e.get("budget_missed")]
-    if missed and strict:
-        raise CalibrationError(
-            f"no variant of {missed} meets the budget ({report['criterion']}, {accuracy_budget} pts); they keep fp32 "
-            f"(see {bundle.root / 'reports' / 'calibration.json'}); raise the budget or improve the calibration data"
-        )
-    return report
 
 
-def _component(bundle, name, calib, mode, calibrator, runner, tmp: Path, budget, min_cosine, latency_runs,
-               min_speedup, repair_nodes, progress) -> tuple[dict, dict[str, tuple[Path, dict]]]:
+def _final(report: dict, runner: BundleRunner, chosen_files: dict[str, Path]) -> None:
+    """The whole model's accuracy with every chosen variant in place."""
+    if not chosen_files:
+        return
+    final = runner.metrics(runner.logits(chosen_files))
+    report["final"] = {
+        "components": {n: e["chosen"] for n, e in report["components"].items()},
+        "accuracy": final["accuracy"],
+        "accuracy_delta_pts": round((report["baseline"]["accuracy"] - final["accuracy"]) * 100.0, 4),
+    }
+
+
+def _component(bundle: Bundle, name: str, calib: CalibrationSet, runner: BundleRunner | None, search: Search,
+               tmp: Path, progress) -> tuple[dict, dict[str, Made]]:
     """Measure every candidate of one component; return its report entry and the files worth keeping."""
     component = bundle.components[name]
-    fp32 = component.variants["fp32"].path
+    fp32 = component.variant(FALLBACK).path
     can_calibrate = calib.has(name)
     if runner is None and not can_calibrate:
-        return {"chosen": "fp32", "note": "no calibration or held-out inputs for it; left as is", "candidates": []}, {}
-    judge = _Judge(name, runner, calib, fp32, budget, min_cosine)
+        return {"chosen": FALLBACK, "note": "no calibration or held-out inputs for it; left as is", "candidates": []}, {}
+    judge = BudgetJudge(name, runner, calib, fp32, search.accuracy_budget, search.min_cosine)
     feeds = calib.feeds(name) if can_calibrate else []
+    rows, made = _try_candidates(component, fp32, feeds, judge, search, tmp, progress)
+    latency = measure_latency({FALLBACK: fp32, **{k: m.path for k, m in made.items()}},
+                              latency_feed(name, feeds, runner), runs=search.latency_runs)
+    for row in rows:
+        if row["candidate"] in latency:
+            lat = latency[row["candidate"]]
+            row.update(median_ms=round(lat.median_ms, 4), p99_ms=round(lat.p99_ms, 4),
+                       speedup=round(latency[FALLBACK].median_ms / lat.median_ms, 3))
+    entry = {FALLBACK: latency[FALLBACK].as_dict(), "candidates": rows, **_choice(rows, search.min_speedup)}
+    progress(f"  -> {entry['chosen']}: {entry['reason']}")
+    keep = {r["variant"]: made[r["candidate"]] for r in rows if r["candidate"] in made}
+    if search.mode is QuantMode.AUTO:
+        keep = {v: m for v, m in keep.items() if v == entry["chosen"]}
+    return entry, keep
+
+
+def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge, search: Search, tmp: Path,
+                    progress) -> tuple[list[dict], dict[str, Made]]:
+    """Make and judge each candidate of `search.mode`: report rows, and the files made by label."""
+    name = component.name
     prepared: Prepared | None = None
-    rows, files = [], {}
-    for config in candidates(mode, calibrator):
+    rows, made = [], {}
+    for config in candidates(search.mode, search.calibrator):
         label = candidate_label(config)
         row = {"candidate": label, "variant": config.variant, "precision": config.precision}
-        if config.mode is QuantMode.INT8_STATIC and not can_calibrate:
+        if config.mode is QuantMode.INT8_STATIC and not feeds:
             rows.append({**row, "skipped": f"no calibration items for {name}"})
             continue
         try:
@@ -203,7 +265,7 @@ def _component(bundle, name, calib, mode, calibrator, runner, tmp: Path, budget,
                 if prepared is None and config.mode is not QuantMode.FP16:
                     prepared = prepare_for_quantization(fp32, tmp / f"{name}.prepared.onnx")
                 result, verdict_info = _make(config, fp32, tmp / f"{name}.{label}.onnx", feeds, prepared, judge,
-                                             repair_nodes, progress)
+                                             search.repair_nodes, progress)
                 path, info = result.path, {**result.info(), **verdict_info}
             verdict = judge(path)
         except (CalibrationError, EngineError) as e:
@@ -211,35 +273,22 @@ def _component(bundle, name, calib, mode, calibrator, runner, tmp: Path, budget,
             progress(f"  {label}: failed: {e}")
             continue
         rows.append({**row, **verdict.figures, "within_budget": verdict.ok, **info})
-        files[label] = (path, info)
+        made[label] = Made(path, config, info)
         progress(f"  {label}: {verdict.figures} {'inside' if verdict.ok else 'outside'} the budget")
-    latency_feed = _one_item(feeds[0]) if feeds else _heldout_item(runner, name)
-    latency = measure_latency({"fp32": fp32, **{k: v[0] for k, v in files.items()}}, latency_feed, runs=latency_runs)
-    for row in rows:
-        if row["candidate"] in latency:
-            lat = latency[row["candidate"]]
-            row.update(median_ms=round(lat.median_ms, 4), p99_ms=round(lat.p99_ms, 4),
-                       speedup=round(latency["fp32"].median_ms / lat.median_ms, 3))
-    entry = {"fp32": latency["fp32"].as_dict(), "candidates": rows}
+    return rows, made
+
+
+def _choice(rows: list[dict], min_speedup: float) -> dict:
+    """The chosen variant: the fastest inside the budget and at least `min_speedup` x fp32, else fp32."""
     fitting = [r for r in rows if r.get("within_budget") and r["speedup"] >= min_speedup]
     if fitting:
         best = min(fitting, key=lambda r: r["median_ms"])
-        entry["chosen"] = best["variant"]
-        entry["reason"] = f"{best['candidate']} is the fastest inside the budget ({best['speedup']}x fp32)"
-    else:
-        entry["chosen"] = "fp32"
-        inside = [r for r in rows if r.get("within_budget")]
-        entry["budget_missed"] = not inside
-        entry["reason"] = (
-            "no candidate meets the budget; fp32 kept"
-            if not inside
-            else f"no candidate inside the budget is at least {min_speedup}x faster than fp32; fp32 kept"
-        )
-    progress(f"  -> {entry['chosen']}: {entry['reason']}")
-    keep = {r["variant"]: files[r["candidate"]] for r in rows if r["candidate"] in files}
-    if mode is QuantMode.AUTO:
-        keep = {v: f for v, f in keep.items() if v == entry["chosen"]}
-    return entry, keep
+        return {"chosen": best["variant"],
+                "reason": f"{best['candidate']} is the fastest inside the budget ({best['speedup']}x fp32)"}
+    inside = [r for r in rows if r.get("within_budget")]
+    reason = ("no candidate meets the budget; fp32 kept" if not inside
+              else f"no candidate inside the budget is at least {min_speedup}x faster than fp32; fp32 kept")
+    return {"chosen": FALLBACK, "budget_missed": not inside, "reason": reason}
 
 
 def _make(config: QuantConfig, fp32: Path, out: Path, feeds, prepared, judge, repair_nodes,
@@ -252,35 +301,32 @@ def _make(config: QuantConfig, fp32: Path, out: Path, feeds, prepared, judge, re
     return fixed.result, ({"repair": fixed.as_dict()} if len(fixed.rounds) > 1 else {})
 
 
-def _one_item(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v[:1] for k, v in feed.items()}
+def _store(bundle: Bundle, report: dict, kept: dict[str, dict[str, Made]], progress) -> None:
+    """One edit transaction: the kept files, their manifest entries, the defaults, reports/calibration.json."""
+    target = report["target"]
+    with edit(bundle) as change:
+        staged = []
+        for name, keep in kept.items():
+            entry = change.manifest["components"][name]
+            for variant, made in keep.items():
+                existing = bundle.components[name].variants.get(variant)
+                if existing is None or Path(made.path).resolve() != existing.path.resolve():
+                    relative = f"{name}.{variant}.onnx"
+                    change.copy_in(made.path, relative)
+                    staged.append(relative)
+                    entry["variants"][variant] = _variant_entry(relative, made)
+                entry["variants"][variant].update(scheme=made.config.scheme, target=target)
+            entry["default_variant"] = report["components"][name]["chosen"]
+        change.write_json(CALIBRATION_REPORT, report)
+        progress(f"storing {', '.join(staged) or 'no new variant files'} and {CALIBRATION_REPORT} in {bundle.root}")
 
 
-def _heldout_item(runner: BundleRunner, name: str) -> dict[str, np.ndarray]:
-    if name != "fusion":
-        modality = next(m for m, c in ENCODERS.items() if c == name)
-        return runner.data.encoder_inputs(modality, 0, 1)
-    encoders = {ENCODERS[m]: runner.fp32(ENCODERS[m]) for m in runner.bundle.modalities}
-    return _one_item(runner._fusion_feeds(encoders))
-
-
-def _store(bundle, manifest: dict, name: str, entry: dict, keep: dict[str, tuple[Path, dict]]) -> dict[str, Path]:
-    """Copy kept candidate files into the bundle, record them in `manifest`, set the default variant."""
-    variants = manifest["components"][name]["variants"]
-    written = {}
-    for variant, (path, info) in keep.items():
-        target = bundle.root / f"{name}.{variant}.onnx"
-        if Path(path).resolve() != target.resolve():
-            shutil.copyfile(path, target)
-        if variant not in variants or "source" not in info:
-            precision = "fp16" if variant == "fp16" else "int8"
-            recipe = {k: v for k, v in info.items() if k != "repair"}
-            variants[variant] = {"file": target.name, "precision": precision, **recipe}
-            if "repair" in info:
-                variants[variant]["kept_float"] = [k["node"] for k in info["repair"]["kept_float"]]
-        written[variant] = target
-    manifest["components"][name]["default_variant"] = entry["chosen"]
-    return written
+def _variant_entry(relative: str, made: Made) -> dict:
+    recipe = {k: v for k, v in made.info.items() if k != "repair"}
+    entry = {"file": relative, "precision": made.config.precision, **recipe}
+    if "repair" in made.info:
+        entry["kept_float"] = [k["node"] for k in made.info["repair"]["kept_float"]]
+    return entry
 
 
 def format_table(report: dict) -> str:

@@ -1,4 +1,5 @@
-"""Task metrics per variant, computed by running the bundle's exported ONNX files in ONNX Runtime."""
+"""Task metrics per variant, computed by running the bundle's exported ONNX files in ONNX Runtime,
+and `BundleRunner`, the whole model over a labelled set that the quantizer's judge also uses."""
 
 from __future__ import annotations
 
@@ -9,23 +10,25 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fusionrt.calibration.dataset import CalibrationSet
-from fusionrt.calibration.host import ENCODERS
+from fusionrt.bundle import FALLBACK, Bundle, edit, resolve_variants
+from fusionrt.calibration.dataset import CalibrationSet, as_bundle
 from fusionrt.errors import CalibrationError
 from fusionrt.runtime.engine import OrtEngine
+from fusionrt.runtime.fusion_feeds import bundle_fusion_feeds
 from fusionrt.scoring import classification_metrics, regression_metrics
 
-DEFAULT = "default"  # in a variants list: each component's manifest default_variant
+EVAL_REPORT = "reports/eval.json"
 
 
 class BundleRunner:
-    """The whole model (encoders -> fusion) over a labelled set, batch by batch.
+    """The whole model (encoders -> fusion) over a labelled set, batch by batch, with each component's
+    host inputs from the set (the runtime's preprocessors) and the fusion head's from `bundle_fusion_feeds`.
 
     Outputs are cached per (component, file content), so swapping one component for a candidate
     file reruns only that component (and the fusion head).
     """
 
-    def __init__(self, bundle, data: CalibrationSet, *, batch_size: int = 32) -> None:
+    def __init__(self, bundle: Bundle, data: CalibrationSet, *, batch_size: int = 32) -> None:
         if data.labels is None:
             raise CalibrationError(f"evaluation data {data.source} has no labels; use a labelled set (builtin digits)")
         self.bundle = bundle
@@ -41,25 +44,41 @@ class BundleRunner:
         self._cache: dict[tuple[str, str], np.ndarray] = {}
 
     def fp32(self, component: str) -> Path:
-        return self.bundle.components[component].variants["fp32"].path
+        return self.bundle.components[component].variant(FALLBACK).path
 
-    def component_outputs(
-        self, component: str, path: Path | None = None, *, fusion_inputs: Mapping[str, Path] | None = None
-    ) -> np.ndarray:
-        """First output of `component` (from `path`, default its fp32 file) over the whole set."""
+    def inputs(self, component: str, start: int = 0, stop: int | None = None,
+               encoder_files: Mapping[str, Path] | None = None) -> dict[str, np.ndarray]:
+        """The ONNX inputs of `component` for items [start, stop): an encoder's host inputs, or the fusion
+        head's feeds from the encoders' outputs (fp32 files, or `encoder_files` swapped in)."""
+        if self.bundle.components[component].role == "fusion":
+            return {k: v[start:stop] for k, v in self.fusion_feeds(encoder_files).items()}
+        return self.data.encoder_inputs(self.bundle.components[component].modality, start, stop)
+
+    def fusion_feeds(self, encoder_files: Mapping[str, Path] | None = None) -> dict[str, np.ndarray]:
+        """The fusion head's inputs over the whole set; a modality the set lacks is fed as missing."""
+        files = encoder_files or {}
+        embeddings = {
+            encoder.modality: self.component_outputs(encoder.name, files.get(encoder.name))
+            if self.data.counts[encoder.modality] else None
+            for encoder in self.bundle.encoders
+        }
+        return bundle_fusion_feeds(self.bundle, embeddings, count=self.count)
+
+    def component_outputs(self, component: str, path: Path | None = None, *,
+                          encoder_files: Mapping[str, Path] | None = None) -> np.ndarray:
+        """First output of `component` (from `path`, default its fp32 file) over the whole set; for the
+        fusion head, `encoder_files` are the encoder files that make its inputs."""
         path = Path(path or self.fp32(component))
-        extra = "" if component != "fusion" else json.dumps({k: _digest(v) for k, v in sorted((fusion_inputs or {}).items())})
+        fusion = self.bundle.components[component].role == "fusion"
+        extra = json.dumps({k: _digest(v) for k, v in sorted((encoder_files or {}).items())}) if fusion else ""
         key = (component, _digest(path) + extra)
         if key not in self._cache:
             engine = OrtEngine(path)
-            feeds = self._fusion_feeds(fusion_inputs or {}) if component == "fusion" else None
+            feeds = self.fusion_feeds(encoder_files) if fusion else None
             out = []
             for start in range(0, self.count, self.batch_size):
                 stop = start + self.batch_size
-                if feeds is None:
-                    batch = self.data.encoder_inputs(_modality(component), start, stop)
-                else:
-                    batch = {k: v[start:stop] for k, v in feeds.items()}
+                batch = {k: v[start:stop] for k, v in feeds.items()} if fusion else self.inputs(component, start, stop)
                 out.append(engine.run(batch)[engine.output_names[0]])
             self._cache[key] = np.concatenate(out)
         return self._cache[key]
@@ -67,32 +86,14 @@ class BundleRunner:
     def logits(self, files: Mapping[str, Path] | None = None) -> np.ndarray:
         """Model outputs with the given component files swapped in (fp32 for the others)."""
         files = dict(files or {})
-        encoders = {ENCODERS[m]: files.get(ENCODERS[m], self.fp32(ENCODERS[m])) for m in self.bundle.modalities}
-        return self.component_outputs("fusion", files.get("fusion"), fusion_inputs=encoders)
-
-    def _fusion_feeds(self, encoder_files: Mapping[str, Path]) -> dict[str, np.ndarray]:
-        names = [spec.name for spec in self.bundle.components["fusion"].inputs]
-        feeds, presence = {}, []
-        for modality in self.bundle.modalities:
-            component = ENCODERS[modality]
-            if self.data.counts[modality]:
-                feeds[modality] = self.component_outputs(component, encoder_files.get(component)).astype(np.float32)
-                presence.append(np.ones(self.count, np.float32))
-            else:
-                width = next(s.shape[-1] for s in self.bundle.components["fusion"].inputs if s.name == modality)
-                feeds[modality] = np.zeros((self.count, width), np.float32)
-                presence.append(np.zeros(self.count, np.float32))
-        feeds["presence"] = np.stack(presence, axis=1)
-        return {name: feeds[name] for name in names}
+        encoders = {e.name: files.get(e.name, self.fp32(e.name)) for e in self.bundle.encoders}
+        fusion = self.bundle.fusion.name
+        return self.component_outputs(fusion, files.get(fusion), encoder_files=encoders)
 
     def metrics(self, logits: np.ndarray) -> dict:
         if self.bundle.task == "regression":
             return regression_metrics(self.data.labels, logits)
         return classification_metrics(self.data.labels, logits.argmax(axis=1), self.bundle.labels)
-
-
-def _modality(component: str) -> str:
-    return next(m for m, name in ENCODERS.items() if name == component)
 
 
 def _digest(path: Path) -> str:
@@ -128,66 +129,48 @@ def save_confusion_png(matrix: np.ndarray, labels: Sequence[str], path: Path, ti
     figure.savefig(path, dpi=100)
 
 
-def resolve_variants(bundle, variant: str) -> dict[str, str]:
-    """Component -> variant actually run for a requested name: the component's own variant of that
-    name, its default for "default", else fp32."""
-    chosen = {}
-    for name, component in bundle.components.items():
-        if variant == DEFAULT:
-            chosen[name] = component.default_variant
-        else:
-            chosen[name] = variant if variant in component.variants else "fp32"
-    return chosen
-
-
-def evaluate(bundle, data: CalibrationSet, variants: Sequence[str] = ("fp32",), *, write: bool = True) -> dict:
+def evaluate(bundle: Bundle | str | Path, data: CalibrationSet, variants: Sequence[str] = ("fp32",), *,
+             write: bool = True) -> dict:
     """Accuracy, macro-F1, per-class recall and a confusion matrix per variant, from the ONNX files.
 
-    Writes reports/eval.json and reports/confusion_<variant>.png into the bundle (and refreshes the
-    manifest's file hashes) unless `write` is False.
+    Each requested name is resolved per component by `fusionrt.bundle.resolve_variants` ("default":
+    each default variant; a name: that variant where a component has it, else fp32); an unknown
+    name is a BundleError before anything runs. Unless `write` is False, reports/eval.json and
+    reports/confusion_<variant>.png are added to the bundle in one edit transaction.
     """
-    known = {v for c in bundle.components.values() for v in c.variants} | {DEFAULT}
-    unknown = [v for v in variants if v not in known]
-    if unknown:
-        raise CalibrationError(f"variants {unknown} are in no component of {bundle.root}; available: {sorted(known)}")
+    bundle = as_bundle(bundle)
+    plans = {variant: resolve_variants(bundle, variant) for variant in variants}
     runner = BundleRunner(bundle, data)
-    reports_dir = bundle.root / "reports"
-    results = {}
-    for variant in variants:
-        chosen = resolve_variants(bundle, variant)
-        files = {name: bundle.components[name].variants[v].path for name, v in chosen.items()}
+    results, matrices = {}, {}
+    for variant, chosen in plans.items():
+        files = {name: bundle.components[name].variant(v).path for name, v in chosen.items()}
         logits = runner.logits(files)
         result = {"components": chosen, **runner.metrics(logits)}
         if bundle.task == "classification":
-            matrix = confusion_matrix(data.labels, logits.argmax(axis=1), len(bundle.labels))
-            result["confusion_matrix"] = matrix.tolist()
+            matrices[variant] = confusion_matrix(data.labels, logits.argmax(axis=1), len(bundle.labels))
+            result["confusion_matrix"] = matrices[variant].tolist()
             if write:
-                reports_dir.mkdir(exist_ok=True)
-                png = reports_dir / f"confusion_{variant}.png"
-                save_confusion_png(matrix, bundle.labels, png, f"{bundle.root.name}: {variant}")
-                result["confusion_png"] = png.relative_to(bundle.root).as_posix()
+                result["confusion_png"] = confusion_png(variant)
         results[variant] = result
     report = {"data": data.summary(), "task": bundle.task, "variants": results}
     if write:
-        _write_report(bundle, "eval", report)
+        with edit(bundle) as change:
+            for variant, matrix in matrices.items():
+                save_confusion_png(matrix, bundle.labels, change.stage(confusion_png(variant)),
+                                   f"{bundle.root.name}: {variant}")
+            change.write_json(EVAL_REPORT, report)
     return report
 
 
-def _write_report(bundle, name: str, report: dict, manifest: dict | None = None) -> None:
-    from fusionrt.bundle import write_manifest
-
-    reports_dir = bundle.root / "reports"
-    reports_dir.mkdir(exist_ok=True)
-    (reports_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    write_manifest(bundle.root, manifest if manifest is not None else bundle.manifest)
+def confusion_png(variant: str) -> str:
+    """Where a variant's confusion matrix goes inside the bundle."""
+    return f"reports/confusion_{variant}.png"
 
 
 def evaluate_bundle(bundle_path, data="builtin", variants: Sequence[str] = ("fp32",), *, n: int = 500) -> dict:
     """`fusionrt eval`: `data` is "builtin" (the digits test split, `n` items), a labelled directory
     (see `CalibrationSet.from_labelled_directory`) or a `CalibrationSet` with labels."""
-    from fusionrt.bundle import load
-
-    bundle = load(bundle_path)
+    bundle = as_bundle(bundle_path)
     if isinstance(data, CalibrationSet):
         labelled = data
     elif data == "builtin":

@@ -6,17 +6,17 @@ fails on some graphs (BERT exports): the pre-processing then retries without it,
 raw graph, and the result records which path ran. Node names in exclusion lists and reports are
 those of the pre-processed graph (its optimizer may fuse nodes, e.g. MatMul + Add into Gemm).
 
-Activation ranges are calibrated here (ORT's calibrators, written to ORT's JSON range cache) and
-then handed to `quantize_static`, which lets the histogram calibrators use real bin counts and
-lets repair loops reuse one calibration. A tensor whose range is infinite or reaches RANGE_LIMIT
-(attention masks) stays float, with its producer and readers.
+Activation ranges come from fusionrt.calibration.ranges (ORT's calibrators, written to ORT's JSON
+range cache); a tensor whose range is infinite or reaches RANGE_LIMIT (attention masks) stays
+float, with its producer and readers. FP16 conversion is fusionrt.calibration.fp16 (export uses
+the same converter).
+
+A variant records its `scheme` (QuantConfig.scheme: "qdq-static", "dynamic", "fp16").
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import io
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -25,8 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionrt.calibration.fp16 import fp16_from_onnx
+from fusionrt.calibration.graphs import load_onnx, name_nodes, nodes_touching
+from fusionrt.calibration.ranges import Calibrator, calibrate_ranges, ort_method, wide_range_tensors
 from fusionrt.errors import CalibrationError, FusionRTError
-from fusionrt.onnx_fp16 import fp16_from_onnx
 
 
 class QuantMode(str, enum.Enum):
@@ -34,12 +36,6 @@ class QuantMode(str, enum.Enum):
     INT8_DYNAMIC = "int8-dynamic"
     FP16 = "fp16"
     AUTO = "auto"
-
-
-class Calibrator(str, enum.Enum):
-    MINMAX = "minmax"
-    ENTROPY = "entropy"
-    PERCENTILE = "percentile"
 
 
 class Preprocess(str, enum.Enum):
@@ -50,8 +46,6 @@ class Preprocess(str, enum.Enum):
 
 
 DYNAMIC_OP_TYPES = ("MatMul", "Attention", "LSTM", "GRU")
-RANGE_LIMIT = 1e4  # an activation reaching this magnitude stays float (see wide_range_tensors)
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 @dataclass(frozen=True)
@@ -78,6 +72,11 @@ class QuantConfig:
     def variant(self) -> str:
         """The variant name in the bundle: int8, int8-dynamic or fp16."""
         return {QuantMode.INT8_STATIC: "int8", QuantMode.INT8_DYNAMIC: "int8-dynamic", QuantMode.FP16: "fp16"}[self.mode]
+
+    @property
+    def scheme(self) -> str:
+        """How the variant computes, as the manifest's `Variant.scheme` records it."""
+        return {QuantMode.INT8_STATIC: "qdq-static", QuantMode.INT8_DYNAMIC: "dynamic", QuantMode.FP16: "fp16"}[self.mode]
 
     def excluding(self, nodes: Sequence[str]) -> QuantConfig:
         return replace(self, exclude_nodes=tuple(dict.fromkeys((*self.exclude_nodes, *nodes))))
@@ -127,54 +126,6 @@ def _json_float(value: float) -> float | str:
     """JSON has no infinities: write them as "-inf"/"inf"."""
     return value if np.isfinite(value) else str(value)
 
-
-# ------------------------------------------------------------------------------------------ graphs
-def name_nodes(model) -> None:
-    """Give every unnamed node a stable name (op_type_index) so exclusions and reports can name it."""
-    taken = {n.name for n in model.graph.node if n.name}
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{i}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-
-
-def quantized_nodes(model) -> list[str]:
-    """Names of the compute nodes of a QDQ graph whose every float input comes out of a
-    DequantizeLinear and whose every output goes into a QuantizeLinear.
-
-    Those are the node units ONNX Runtime fuses into integer kernels. An excluded node keeps float
-    weights, and an op without an integer kernel (Log, Softmax...) has no Q after it, so neither is
-    listed even when its neighbours hand it dequantized activations.
-    """
-    from onnx import TensorProto
-
-    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
-    dtypes = {i.name: i.data_type for i in model.graph.initializer}
-    for info in (*model.graph.value_info, *model.graph.input, *model.graph.output):
-        dtypes.setdefault(info.name, info.type.tensor_type.elem_type)
-    dq_outputs = {out for n in model.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
-    q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
-    names = []
-    for node in model.graph.node:
-        if node.op_type in QDQ_OPS:
-            continue
-        inputs = [i for i in node.input if i and dtypes.get(i, TensorProto.FLOAT) in floats]
-        outputs = [o for o in node.output if o and dtypes.get(o, TensorProto.FLOAT) in floats]
-        if inputs and all(i in dq_outputs for i in inputs) and all(o in q_inputs for o in outputs):
-            names.append(node.name)
-    return names
-
-
-def _load(path):
-    import onnx
-
-    try:
-        return onnx.load(str(path))
-    except Exception as e:  # onnx raises DecodeError, OSError, ValueError...
-        raise CalibrationError(f"{path} is not a readable ONNX model ({e}); re-export the component") from e
 
 
 def _loads_in_ort(path: Path) -> str | None:
@@ -241,7 +192,7 @@ def _symbolic_shapes(onnx_in: Path, onnx_out: Path) -> None:
     import onnx
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
 
-    model = _load(onnx_in)
+    model = load_onnx(onnx_in)
     opset = get_opset(model)
     if not opset or opset < 7:
         raise ValueError(f"symbolic shape inference needs ONNX opset 7 or later, the graph has {opset}")
@@ -257,7 +208,7 @@ def _symbolic_shapes(onnx_in: Path, onnx_out: Path) -> None:
 
 
 def _nodes_to_exclude(path: Path, config: QuantConfig) -> list[str]:
-    model = _load(path)
+    model = load_onnx(path)
     names = {n.name for n in model.graph.node}
     unknown = [n for n in config.exclude_nodes if n not in names]
     if unknown:
@@ -294,7 +245,7 @@ def quantize_onnx(onnx_in, onnx_out, config: QuantConfig, reader=None, *, prepar
                 if not cache.is_file():
                     calibrate_ranges(prepared.path, reader, config.calibrator, cache)
                 wide = wide_range_tensors(cache)
-                exclude += [n for n in _nodes_touching(prepared.path, wide) if n not in exclude]
+                exclude += [n for n in nodes_touching(prepared.path, wide) if n not in exclude]
                 _static(prepared.path, onnx_out, config, exclude, cache)
             else:
                 _dynamic(prepared.path, onnx_out, config, exclude)
@@ -306,65 +257,6 @@ def quantize_onnx(onnx_in, onnx_out, config: QuantConfig, reader=None, *, prepar
             ) from e
     ranges = tuple((t, lo, hi) for t, (lo, hi) in sorted(wide.items()))
     return QuantResult(onnx_out, config, prepared.method, prepared.notes, tuple(exclude), ranges)
-
-
-# Histogram settings passed to ORT's calibrators. quantize_static cannot pass bin counts, and its
-# entropy default (128 bins, 128 quantized bins) has a single candidate threshold, i.e. MinMax.
-# TensorRT uses 2048 bins, but ORT's threshold search is quadratic in Python (measured on a 3-conv
-# net: 0.6 s at 512 bins, 2 s at 1024, 5 s at 2048); 512 gives 193 candidate thresholds.
-CALIBRATOR_OPTIONS = {
-    Calibrator.MINMAX: {},
-    Calibrator.ENTROPY: {"num_bins": 512, "num_quantized_bins": 128},
-    Calibrator.PERCENTILE: {"num_bins": 2048, "percentile": 99.999},
-}
-
-
-def _ort_method(calibrator: Calibrator):
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {
-        Calibrator.MINMAX: CalibrationMethod.MinMax,
-        Calibrator.ENTROPY: CalibrationMethod.Entropy,
-        Calibrator.PERCENTILE: CalibrationMethod.Percentile,
-    }[calibrator]
-
-
-def calibrate_ranges(path: Path, reader, calibrator: Calibrator, cache: Path) -> None:
-    """Run `reader`'s batches through `path` and write the activation ranges to `cache` (ORT's JSON format).
-
-    Histogram calibrators cannot bin infinite values (attention masks filled with -inf): they skip
-    the op types that touch a tensor MinMax found too wide, and those tensors keep MinMax ranges.
-    """
-    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
-
-    minmax = _collect_ranges(path, reader, Calibrator.MINMAX, None)
-    if calibrator is Calibrator.MINMAX:
-        save_tensors_data(minmax, cache)
-        return
-    model = _load(path)
-    wide = set(_wide(minmax))
-    blocked = {n.op_type for n in model.graph.node if wide & {*n.input, *n.output}}
-    op_types = sorted({n.op_type for n in model.graph.node} - blocked)
-    histogram = _collect_ranges(path, reader, calibrator, op_types)
-    merged = {name: histogram.data.get(name, data) for name, data in minmax.data.items()}
-    save_tensors_data(TensorsData(_ort_method(calibrator), merged), cache)
-
-
-def _collect_ranges(path: Path, reader, calibrator: Calibrator, op_types):
-    from onnxruntime.quantization.calibrate import create_calibrator
-
-    if hasattr(reader, "rewind"):
-        reader.rewind()
-    with tempfile.TemporaryDirectory(prefix="fusionrt-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
-        collector = create_calibrator(
-            path,
-            op_types,
-            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=_ort_method(calibrator),
-            extra_options=CALIBRATOR_OPTIONS[calibrator],
-        )
-        collector.collect_data(reader)
-        return collector.compute_data()
 
 
 def _static(path: Path, out: Path, config: QuantConfig, exclude: list[str], cache: Path) -> None:
@@ -381,37 +273,10 @@ def _static(path: Path, out: Path, config: QuantConfig, exclude: list[str], cach
             activation_type=QuantType.QInt8 if config.symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
-            calibrate_method=_ort_method(config.calibrator),
+            calibrate_method=ort_method(config.calibrator),
             extra_options={"ActivationSymmetric": config.symmetric_activations},
             calibration_cache_path=str(cache),
         )
-
-
-def wide_range_tensors(cache: Path, limit: float = RANGE_LIMIT) -> dict[str, tuple[float, float]]:
-    """Tensors whose calibrated range reaches `limit` in magnitude (or is not finite): an 8-bit grid
-    over them is too coarse for the values that matter. The usual case is an attention mask filled
-    with -inf, the float minimum or -10000 before a Softmax; power spectra are another."""
-    from onnxruntime.quantization.calibrate import load_tensors_data
-
-    return _wide(load_tensors_data(cache), limit)
-
-
-def _wide(tensors_data, limit: float = RANGE_LIMIT) -> dict[str, tuple[float, float]]:
-    wide = {}
-    for name, data in tensors_data.data.items():
-        low, high = (np.asarray(v, dtype=np.float64) for v in data.range_value)
-        low_value, high_value = float(low.min()), float(high.max())
-        if not (np.isfinite(low_value) and np.isfinite(high_value)) or max(-low_value, high_value) >= limit:
-            wide[name] = (low_value, high_value)
-    return wide
-
-
-def _nodes_touching(path: Path, tensors) -> list[str]:
-    """Producers and readers of `tensors`: excluding them all keeps those tensors out of Q/DQ pairs."""
-    if not tensors:
-        return []
-    model = _load(path)
-    return [n.name for n in model.graph.node if set(tensors) & {*n.input, *n.output}]
 
 
 def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> None:
@@ -430,7 +295,7 @@ def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> 
 def _convert_fp16(onnx_in: Path, onnx_out: Path, config: QuantConfig) -> QuantResult:
     import onnx
 
-    model = _load(onnx_in)
+    model = load_onnx(onnx_in)
     name_nodes(model)
     try:
         half = fp16_from_onnx(model, op_block_list=config.exclude_op_types, node_block_list=config.exclude_nodes)
@@ -461,31 +326,3 @@ def convert_fp16(onnx_in, onnx_out, *, exclude_nodes: Sequence[str] = (),
     """Float32 ONNX -> float16 weights and compute, float32 inputs and outputs kept."""
     config = QuantConfig(QuantMode.FP16, exclude_nodes=tuple(exclude_nodes), exclude_op_types=tuple(exclude_op_types))
     return quantize_onnx(onnx_in, onnx_out, config)
-
-
-def per_channel_scales(model) -> dict[str, tuple[int, ...]]:
-    """Shape of each weight DequantizeLinear's scale (per-channel weights have a 1-D scale)."""
-    initializers = {i.name: i for i in model.graph.initializer}
-    shapes = {}
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in initializers and node.input[1] in initializers:
-            shapes[node.input[0]] = tuple(initializers[node.input[1]].dims)
-    return shapes
-
-
-__all__ = [
-    "Calibrator",
-    "Prepared",
-    "Preprocess",
-    "QuantConfig",
-    "QuantMode",
-    "QuantResult",
-    "convert_fp16",
-    "name_nodes",
-    "prepare_for_quantization",
-    "quantize_int8_dynamic",
-    "quantize_int8_static",
-    "quantize_onnx",
-    "per_channel_scales",
-    "quantized_nodes",
-]

@@ -25,15 +25,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fusionrt.calibration.graphs import QDQ_OPS, quantized_nodes
 from fusionrt.calibration.quantize import (
     DYNAMIC_OP_TYPES,
-    QDQ_OPS,
     Prepared,
     QuantConfig,
     QuantMode,
     QuantResult,
     quantize_onnx,
-    quantized_nodes,
 )
 from fusionrt.calibration.reader import FeedsReader
 from fusionrt.errors import CalibrationError
@@ -285,6 +284,16 @@ def _choose_outliers(ratios: list[tuple[str, float]], count: int,
     ]
 
 
+def _next_picks(prepared: Prepared, current: QuantResult, feeds, count: int, min_added_error: float) -> list:
+    """The next nodes to keep in float: by input outliers (dynamic INT8), by added layer-wise error (static)."""
+    import onnx
+
+    if current.config.mode is QuantMode.INT8_DYNAMIC:
+        return _choose_outliers(outlier_ratios(prepared.path, current.path, feeds), count)
+    errors = node_errors(prepared.path, current.path, feeds)
+    return _choose(errors, onnx.load(str(current.path)), set(current.excluded_nodes), count, min_added_error)
+
+
 def repair(
     prepared: Prepared,
     onnx_out,
@@ -304,8 +313,6 @@ def repair(
     Stops when the budget holds, when no node is left to exclude, after `patience` rounds without a
     lower loss, or after `max_rounds`. The variant with the lowest loss is the one left at `onnx_out`.
     """
-    import onnx
-
     onnx_out = Path(onnx_out)
     with tempfile.TemporaryDirectory(prefix="fusionrt-repair-") as tmp:
         cache = Path(tmp) / "ranges.json"  # calibrate once; exclusions do not change FP32 ranges
@@ -324,12 +331,7 @@ def repair(
         for round_index in range(1, max_rounds + 1):
             if verdict.ok:
                 break
-            if config.mode is QuantMode.INT8_DYNAMIC:
-                picks = _choose_outliers(outlier_ratios(prepared.path, current.path, feeds), nodes_per_round)
-            else:
-                errors = node_errors(prepared.path, current.path, feeds)
-                picks = _choose(errors, onnx.load(str(current.path)), set(current.excluded_nodes),
-                                nodes_per_round, min_added_error)
+            picks = _next_picks(prepared, current, feeds, nodes_per_round, min_added_error)
             if not picks:
                 stopped = "nothing left to gain: no quantized node adds measurable error"
                 break

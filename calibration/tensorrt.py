@@ -16,11 +16,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fusionrt.bundle import PRECISIONS
 from fusionrt.errors import EngineError
 from fusionrt.runtime.engine_fingerprint import EngineFingerprint, ProfileLimits, profiles_from_manifest
-from fusionrt.runtime.tensorrt_engine import PRECISIONS, current_fingerprint, import_cudart, import_tensorrt
+from fusionrt.runtime.tensorrt_engine import current_fingerprint, import_cudart, import_tensorrt
 
 WORKSPACE_BYTES = 2 << 30
+TIMING_CACHE = "tensorrt.timing.cache"
 
 
 def plan_name(component: str, variant: str, fingerprint: EngineFingerprint) -> str:
@@ -126,31 +128,46 @@ def engine_bundle(
     calib=None,
     progress: Callable[[str], None] = print,
 ) -> dict:
-    """`fusionrt engine`: build one engine per component, record them (with fingerprints) in the manifest."""
-    import copy
+    """`fusionrt engine`: build one engine per component and record them (with fingerprints) in the manifest.
 
-    from fusionrt.bundle import load, write_manifest
+    Plans, the timing cache and INT8 calibration caches are written into an edit transaction's
+    staging, so a failed or killed build leaves the bundle as it was.
+    """
+    from fusionrt.bundle import edit, load
 
     if precision not in PRECISIONS:
         raise EngineError(f"precision {precision!r}; expected one of {list(PRECISIONS)}")
     import_tensorrt()
     bundle = load(bundle_path)
-    manifest = copy.deepcopy(bundle.manifest)
-    timing_cache = bundle.root / "tensorrt.timing.cache"
     built = {}
-    for name in components or bundle.components:
-        component = bundle.components[name]
-        source = "int8" if precision == "int8" and "int8" in component.variants else "fp32"
-        variant = component.variants[source]
-        fingerprint = current_fingerprint(variant.path, variant.sha256, precision, profiles_from_manifest(component, limits))
-        plan = bundle.root / plan_name(name, precision, fingerprint)
-        feeds = calib.feeds(name) if precision == "int8" and source == "fp32" and calib is not None else ()
-        cache = bundle.root / f"{name}.int8.calibration.cache" if precision == "int8" and source == "fp32" else None
-        progress(f"{name}: building {plan.name} from {variant.path.name}")
-        build_engine(variant.path, plan, fingerprint, calibration_feeds=feeds, calibration_cache=cache,
-                     timing_cache=timing_cache)
-        engines = manifest["components"][name].setdefault("engines", {})
-        engines[precision] = {"file": plan.name, "source_variant": source, "fingerprint": fingerprint.as_dict()}
-        built[name] = engines[precision]
-    write_manifest(bundle.root, manifest)
+    with edit(bundle) as change:
+        timing_cache = _staged_copy(change, bundle.root, TIMING_CACHE)
+        for name in components or bundle.components:
+            component = bundle.components[name]
+            source = "int8" if precision == "int8" and "int8" in component.variants else "fp32"
+            variant = component.variants[source]
+            fingerprint = current_fingerprint(variant.path, variant.sha256, precision,
+                                              profiles_from_manifest(component, limits))
+            plan = plan_name(name, precision, fingerprint)
+            calibrating = precision == "int8" and source == "fp32"
+            feeds = calib.feeds(name) if calibrating and calib is not None else ()
+            cache_name = f"{name}.int8.calibration.cache"
+            cache = _staged_copy(change, bundle.root, cache_name) if calibrating else None
+            progress(f"{name}: building {plan} from {variant.path.name}")
+            build_engine(variant.path, change.stage(plan), fingerprint, calibration_feeds=feeds,
+                         calibration_cache=cache, timing_cache=timing_cache)
+            if cache is not None and not cache.is_file():  # nothing calibrated (no feeds): no cache to keep
+                change.remove(cache_name)
+            engines = change.manifest["components"][name].setdefault("engines", {})
+            engines[precision] = {"file": plan, "source_variant": source, "fingerprint": fingerprint.as_dict()}
+            built[name] = engines[precision]
+        if not timing_cache.is_file():  # no component built
+            change.remove(TIMING_CACHE)
     return built
+
+
+def _staged_copy(change, root: Path, relative: str) -> Path:
+    """Where the new version of `relative` is staged, starting as a copy of the bundle's, if any."""
+    if (root / relative).is_file():
+        return change.copy_in(root / relative, relative)
+    return change.stage(relative)

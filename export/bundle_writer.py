@@ -1,7 +1,9 @@
 """`export_bundle`: encoders + fusion head -> a bundle directory, written atomically.
 
-The bundle is built in a hidden directory next to `out_dir` and renamed into place at the end,
-so a failure (an export error, a parity failure, Ctrl-C) leaves no partial bundle behind.
+The bundle contract (`fusionrt.export.contract`) is checked before any export and again on the
+final manifest. The bundle is built in a hidden directory next to `out_dir` (reference weights
+included), hashed once, and renamed into place at the end, so a failure (a contract or export
+error, a parity failure, Ctrl-C) leaves no partial bundle behind.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ from typing import Callable, Mapping
 import torch
 
 import fusionrt
-from fusionrt.bundle import FORMAT, FORMAT_VERSION, TASKS, Bundle, load, write_manifest
+from fusionrt.bundle import FORMAT, FORMAT_VERSION, MAX_RATE_HZ, PRESENCE, TASKS, Bundle, Reference, parse
 from fusionrt.errors import BundleError, ExportError
+from fusionrt.export.contract import check_before_export, resolve_preprocessing, write_checked_manifest
 from fusionrt.export.fp16 import add_fp16_variant
 from fusionrt.export.onnx_from_torch import export_component
 from fusionrt.export.report import ComponentReport, Tolerance
+from fusionrt.frame import MODALITIES
 
-MODALITIES = ("text", "image", "audio")
-DEFAULT_RATES_HZ = {"image": 30.0, "audio": 10.0, "text": 1.0}
-PRESENCE = "presence"
+DEFAULT_RATES_HZ = {"image": 30.0, "audio": 10.0, "text": 1.0}  # the one home of the nominal encoder rates
 TOKENIZER_DIR = "tokenizer"
+REFERENCE_DIR = "reference"
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def export_bundle(
@@ -44,68 +48,89 @@ def export_bundle(
     dynamic_axes: Mapping[str, Mapping[str, Mapping[int, str]]] | None = None,
     preprocessing: Mapping[str, dict] | None = None,
     rates: Mapping[str, float] | None = None,
+    reference: Reference | None = None,
     tolerance: Tolerance = Tolerance(),
     progress: Callable[[str], None] | None = print,
 ) -> Bundle:
     """Export every encoder (component "<modality>_encoder") and the fusion head into `out_dir`.
 
     `example_inputs`, `dynamic_axes` and `preprocessing` are keyed by component name; `rates` by
-    modality. Preprocessing defaults to `module.preprocessing()` when the module has it, rates to
-    image 30 Hz, audio 10 Hz, text 1 Hz. 2-D integer inputs of the text encoder get a dynamic
-    "sequence" axis. A non-empty `out_dir` is refused unless `force` (then it is replaced).
-    `progress` gets one line per component (None: silent).
+    modality. A component's preprocessing is `preprocessing[name]` when given, else
+    `module.preprocessing()`; rates default to `DEFAULT_RATES_HZ`. Every integer input of the text
+    encoder gets dynamic "batch" and "sequence" axes. `reference` (the PyTorch config + safetensors
+    weights) is copied into reference/ for the runtime's torch backend. Anything the runtime would
+    refuse is an ExportError, raised before the exports where the example inputs tell. A non-empty
+    `out_dir` is refused unless `force` (then it is replaced). `progress` gets one line per
+    component (None: silent).
     """
     progress = progress or (lambda line: None)
     out_dir = Path(out_dir)
     labels = tuple(str(label) for label in labels or ())
     plan = _plan(encoders, fusion, example_inputs, labels, tokenizer, task)
+    axes = {name: _axes(modality, example_inputs[name], (dynamic_axes or {}).get(name)) for name, modality, _ in plan}
+    steps = {name: resolve_preprocessing(name, modality, module, preprocessing) for name, modality, module in plan}
+    rates_hz = _rates(encoders, rates)
+    _check_reference(reference)
     _refuse_existing(out_dir, force)
+    check_before_export(plan, example_inputs, axes, steps, task=task, labels=labels, has_tokenizer=tokenizer is not None)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
+        if tokenizer is not None:
+            _save_tokenizer(tokenizer, staging / TOKENIZER_DIR)
         reports = {}
         for index, (name, modality, module) in enumerate(plan, start=1):
             t0 = time.perf_counter()
-            axes = _axes(name, modality, example_inputs[name], (dynamic_axes or {}).get(name))
-            output = "logits" if modality is None else "embedding"
-            report = export_component(
-                module, example_inputs[name], staging / f"{name}.fp32.onnx",
-                dynamic_axes=axes, output_names=[output], tolerance=tolerance,
-            )  # fmt: skip
-            if fp16:
-                report = add_fp16_variant(
-                    report, module, example_inputs[name], staging / f"{name}.fp16.onnx", tolerance=tolerance
-                )
-            reports[name] = report
-            progress(f"[{index}/{len(plan)}] {name}: {_summary(report)} ({time.perf_counter() - t0:.1f} s)")
-        if tokenizer is not None:
-            _save_tokenizer(tokenizer, staging / TOKENIZER_DIR)
-        tools = _tool_versions()
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        (staging / "reports").mkdir()
-        export_report = {"created": created, "tools": tools, "components": {n: r.to_json() for n, r in reports.items()}}
-        (staging / "reports" / "export.json").write_text(json.dumps(export_report, indent=2) + "\n")
-        manifest = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "created": created,
-            "task": {"kind": task, "labels": list(labels)},
-            "modalities": list(encoders),
-            "components": {
-                name: _component_entry(reports[name], modality, module, preprocessing, rates)
-                for name, modality, module in plan
-            },
-            "tokenizer": TOKENIZER_DIR if tokenizer is not None else None,
-            "tools": tools,
-        }
-        write_manifest(staging, manifest)
-        load(staging)
+            reports[name] = _export(name, modality, module, example_inputs[name], axes[name], staging, fp16, tolerance)
+            progress(f"[{index}/{len(plan)}] {name}: {_summary(reports[name])} ({time.perf_counter() - t0:.1f} s)")
+        manifest = _manifest(plan, reports, steps, rates_hz, labels, task, tokenizer is not None)
+        if reference is not None:
+            manifest["reference"] = _copy_reference(reference, staging)
+        _write_report(staging, manifest, reports)
+        bundle = write_checked_manifest(staging, manifest, out_dir, {name: modality for name, modality, _ in plan})
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     progress(f"bundle written to {out_dir}")
-    return load(out_dir)
+    return parse(out_dir, bundle.manifest, verify_hashes=False)  # hashed once, by write_manifest in the staging
+
+
+def _export(name, modality, module, example, axes, staging: Path, fp16: bool, tolerance: Tolerance) -> ComponentReport:
+    output = "logits" if modality is None else "embedding"
+    report = export_component(
+        module, example, staging / f"{name}.fp32.onnx", dynamic_axes=axes, output_names=[output], tolerance=tolerance
+    )
+    if fp16:
+        report = add_fp16_variant(report, module, example, staging / f"{name}.fp16.onnx", tolerance=tolerance)
+    return report
+
+
+def _manifest(plan, reports, steps, rates_hz, labels, task: str, has_tokenizer: bool) -> dict:
+    tools = _tool_versions()
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "task": {"kind": task, "labels": list(labels)},
+        "modalities": [modality for _, modality, _ in plan if modality is not None],
+        "components": {
+            name: _component_entry(reports[name], modality, steps[name], rates_hz.get(modality))
+            for name, modality, _ in plan
+        },
+        "tokenizer": TOKENIZER_DIR if has_tokenizer else None,
+        "tools": tools,
+    }
+
+
+def _write_report(staging: Path, manifest: dict, reports: Mapping[str, ComponentReport]) -> None:
+    (staging / "reports").mkdir()
+    report = {
+        "created": manifest["created"],
+        "tools": manifest["tools"],
+        "components": {name: r.to_json() for name, r in reports.items()},
+    }
+    (staging / "reports" / "export.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _plan(encoders, fusion, example_inputs, labels, tokenizer, task) -> list[tuple[str, str | None, torch.nn.Module]]:
@@ -119,6 +144,8 @@ def _plan(encoders, fusion, example_inputs, labels, tokenizer, task) -> list[tup
         raise ExportError(f"encoders are keyed by modality; expected some of {list(MODALITIES)}, found {list(encoders)}")
     if "text" in encoders and tokenizer is None:
         raise ExportError("the text encoder needs its tokenizer in the bundle; pass tokenizer= (a transformers fast tokenizer)")
+    if tokenizer is not None and not hasattr(tokenizer, "save_pretrained"):
+        raise ExportError(f"tokenizer is a {type(tokenizer).__name__}; expected a transformers tokenizer (save_pretrained)")
     plan = [(f"{m}_encoder", m, module) for m, module in encoders.items()] + [("fusion", None, fusion)]
     for name, _, _ in plan:
         if name not in example_inputs:
@@ -132,7 +159,8 @@ def _plan(encoders, fusion, example_inputs, labels, tokenizer, task) -> list[tup
     return plan
 
 
-def _axes(name: str, modality: str | None, example: Mapping[str, torch.Tensor], extra) -> dict:
+def _axes(modality: str | None, example: Mapping[str, torch.Tensor], extra) -> dict:
+    """Text encoders: "batch" and "sequence" on every 2-D integer input (as Optimum does); then `extra`."""
     axes: dict[str, dict[int, str]] = {}
     if modality == "text":
         for input_name, tensor in example.items():
@@ -141,6 +169,18 @@ def _axes(name: str, modality: str | None, example: Mapping[str, torch.Tensor], 
     for tensor_name, more in (extra or {}).items():
         axes[tensor_name] = {**axes.get(tensor_name, {}), **more}
     return axes
+
+
+def _rates(encoders: Mapping[str, torch.nn.Module], rates: Mapping[str, float] | None) -> dict[str, float]:
+    unknown = sorted(set(rates or {}) - set(encoders))
+    if unknown:
+        raise ExportError(f"rates names {unknown}, which have no encoder; rates are keyed by modality: {list(encoders)}")
+    chosen = {m: (rates or {}).get(m, DEFAULT_RATES_HZ[m]) for m in encoders}
+    for modality, rate in chosen.items():
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_RATE_HZ:
+            raise ExportError(f"rates[{modality!r}] is {rate!r}; expected the encoder's nominal rate in Hz, in "
+                              f"(0, {MAX_RATE_HZ}]")
+    return {m: float(rate) for m, rate in chosen.items()}
 
 
 def _summary(report: ComponentReport) -> str:
@@ -153,19 +193,7 @@ def _summary(report: ComponentReport) -> str:
     return text
 
 
-def _component_entry(report: ComponentReport, modality, module, preprocessing, rates) -> dict:
-    name = report.name
-    if preprocessing and name in preprocessing:
-        steps = dict(preprocessing[name])
-    elif hasattr(module, "preprocessing"):
-        steps = dict(module.preprocessing())
-    else:
-        steps = {}
-    try:
-        json.dumps(steps)
-    except TypeError as e:
-        raise ExportError(f"{name}: preprocessing must be JSON-safe (numbers, strings, lists, dicts): {e}") from e
-    rate = None if modality is None else float((rates or {}).get(modality, DEFAULT_RATES_HZ[modality]))
+def _component_entry(report: ComponentReport, modality: str | None, steps: dict, rate: float | None) -> dict:
     variants = {
         variant_name: {
             "file": v.path.name,
@@ -189,14 +217,37 @@ def _component_entry(report: ComponentReport, modality, module, preprocessing, r
 
 
 def _save_tokenizer(tokenizer, directory: Path) -> None:
-    if not hasattr(tokenizer, "save_pretrained"):
-        raise ExportError(f"tokenizer is a {type(tokenizer).__name__}; expected a transformers tokenizer (save_pretrained)")
     tokenizer.save_pretrained(str(directory))
     if not (directory / "tokenizer.json").is_file():
         raise ExportError(
             f"the tokenizer ({type(tokenizer).__name__}) wrote no tokenizer.json, which the runtime reads with the "
             f"tokenizers library; pass a fast tokenizer (e.g. AutoTokenizer.from_pretrained(..., use_fast=True))"
         )
+
+
+def _check_reference(reference: Reference | None) -> None:
+    if reference is None:
+        return
+    if not isinstance(reference, Reference):
+        raise ExportError(f"reference is a {type(reference).__name__}; expected fusionrt.bundle.Reference(config=, weights=)")
+    for key in ("config", "weights"):
+        if not Path(getattr(reference, key)).is_file():
+            raise ExportError(f"reference.{key} {getattr(reference, key)} does not exist; expected a file")
+    if Path(reference.config).suffix not in CONFIG_SUFFIXES:
+        raise ExportError(f"reference.config {reference.config} is not a {'/'.join(CONFIG_SUFFIXES)} file (the "
+                          f"torch backend reads it with fusionrt.config.load_config)")
+
+
+def _copy_reference(reference: Reference, staging: Path) -> dict[str, str]:
+    """Copy the reference config and weights into staging/reference/; their manifest entry."""
+    (staging / REFERENCE_DIR).mkdir()
+    entry = {
+        "config": f"{REFERENCE_DIR}/config.{'json' if Path(reference.config).suffix == '.json' else 'yaml'}",
+        "weights": f"{REFERENCE_DIR}/model.safetensors",
+    }
+    shutil.copyfile(reference.config, staging / entry["config"])
+    shutil.copyfile(reference.weights, staging / entry["weights"])
+    return entry
 
 
 def _tool_versions() -> dict[str, str | None]:

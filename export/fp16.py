@@ -22,7 +22,7 @@ import torch
 from fusionrt.export.onnx_file import OFFLINE_OPTIMIZATION, check_model
 from fusionrt.export.parity import check_parity, parity_inputs, torch_outputs
 from fusionrt.export.report import ComponentReport, Tolerance, VariantReport
-from fusionrt.onnx_fp16 import fp16_from_onnx
+from fusionrt.calibration.fp16 import fp16_from_onnx
 
 
 def add_fp16_variant(

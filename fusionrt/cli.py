@@ -32,14 +32,16 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
+    from fusionrt.bundle import load
     from fusionrt.calibration import CalibrationSet, quantize_bundle
 
+    bundle = load(args.bundle)  # loaded and hash-checked once
     if args.calib == "builtin":
-        calib = CalibrationSet.from_digits(args.bundle, "val", args.count)
+        calib = CalibrationSet.from_digits(bundle, "val", args.count)
     else:
-        calib = CalibrationSet.from_directory(args.calib, args.bundle, n=args.count)
+        calib = CalibrationSet.from_directory(args.calib, bundle, n=args.count)
     quantize_bundle(
-        args.bundle,
+        bundle,
         calib,
         args.mode,
         accuracy_budget=args.accuracy_budget,
@@ -49,28 +51,31 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from fusionrt.calibration import evaluate_bundle
+    if args.study:
+        return cmd_study(args)  # the alias of `fusionrt study`: the same code path
     from fusionrt.errors import BundleError
 
-    if args.study:
-        return cmd_study(args)
     if args.bundle is None:
-        raise BundleError("no bundle given: expected `fusionrt eval BUNDLE`, or `fusionrt eval --study` for the effectiveness study")
+        raise BundleError("no bundle given: expected `fusionrt eval BUNDLE`, or `fusionrt study` for the effectiveness study")
+    from fusionrt.calibration import evaluate_bundle
+
     report = evaluate_bundle(args.bundle, args.data, tuple(args.variants.split(",")), n=args.count)
     for variant, metrics in report["variants"].items():
         print(f"{variant:<14} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ({metrics['count']} items)")
 
 
 def cmd_study(args: argparse.Namespace) -> None:
+    """`fusionrt study`, and its alias `fusionrt eval --study`."""
     from fusionrt.config import Config, load_config
     from fusionrt.errors import ConfigError
     from fusionrt.study import parse_kinds, parse_seeds, run_study
 
-    if args.bundle is not None:
+    if getattr(args, "bundle", None) is not None:
         raise ConfigError(f"--study trains and evaluates its own models; drop the bundle argument {args.bundle!r}")
     config = load_config(args.config) if args.config else Config()
     options = [f"--{k} {v}" for k, v in (("config", args.config), ("kinds", args.kinds)) if v]
-    command = " ".join(["fusionrt eval --study", *options, f"--seeds {args.seeds} --out {args.out} --work {args.work}"])
+    verb = "fusionrt study" if args.command == "study" else "fusionrt eval --study"
+    command = " ".join([verb, *options, f"--seeds {args.seeds} --out {args.out} --work {args.work}"])
     kinds = parse_kinds(args.kinds, config) if args.kinds else None
     run_study(config, parse_seeds(args.seeds), args.out, kinds=kinds, work_dir=args.work, command=command)
 
@@ -137,6 +142,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(Path(args.work), config_path=args.config, retrain=args.retrain, stream_s=args.stream)
 
 
+STUDY_HELP = (
+    "train text/image/audio-only and early/late/cross-attention fusion models per seed; "
+    "robustness grid, FP32/FP16/INT8, claims; writes study.json/.md/PNGs"
+)
+
+
+def add_study_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The study's options, shared by `fusionrt study` and its alias `fusionrt eval --study`."""
+    p.add_argument("--config", default=None, help=f"{prefix}config (default: the built-in demo config)")
+    p.add_argument("--seeds", default="0,1,2", help=f"{prefix}train seeds (default 0,1,2)")
+    p.add_argument("--kinds", default=None, help=f"{prefix}subset of text,image,audio,early,late,cross_attention")
+    p.add_argument("--out", default="reports/study", help=f"{prefix}where the results go (default reports/study)")
+    p.add_argument("--work", default="runs/study", help=f"{prefix}where trained runs and bundles go (default runs/study)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusionrt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -172,15 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="builtin", help="labelled directory (labels.txt + images/ audio/ text.txt) or 'builtin'")
     p.add_argument("--variants", default="fp32", help="comma-separated: fp32,fp16,int8,int8-dynamic,default")
     p.add_argument("--count", type=int, default=500, help="items of the built-in test split")
-    p.add_argument("--study", action="store_true",
-                   help="train text/image/audio-only and early/late/cross-attention fusion models per seed; "
-                        "robustness grid, FP32/FP16/INT8, claims; writes study.json/.md/PNGs")  # fmt: skip
-    p.add_argument("--config", default=None, help="--study: config (default: the built-in demo config)")
-    p.add_argument("--seeds", default="0,1,2", help="--study: train seeds (default 0,1,2)")
-    p.add_argument("--kinds", default=None, help="--study: subset of text,image,audio,early,late,cross_attention")
-    p.add_argument("--out", default="reports/study", help="--study: where the results go (default reports/study)")
-    p.add_argument("--work", default="runs/study", help="--study: where trained runs and bundles go (default runs/study)")
+    p.add_argument("--study", action="store_true", help=f"the same as `fusionrt study`: {STUDY_HELP}")
+    add_study_options(p, "--study: ")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("study", help=f"the effectiveness study: {STUDY_HELP}",
+                       description=f"The effectiveness study: {STUDY_HELP}. Alias: fusionrt eval --study.")  # fmt: skip
+    add_study_options(p)
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("engine", help="build TensorRT engines for a bundle (needs a GPU and TensorRT)")
     p.add_argument("bundle", help="bundle directory")
@@ -193,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--component", default=None, help="comma-separated components and/or 'model' (default: all + model)")
     p.add_argument("--variants", default=None, help="comma-separated ONNX variants / TensorRT precisions (default: all; "
                    "the torch backend always runs the reference weights)")
-    p.add_argument("--backends", default=None, help="comma-separated: torch,ort-cpu,ort-cuda,ort-tensorrt,tensorrt "
-                   "(default: all; those that cannot run here are listed as skipped)")
+    p.add_argument("--backends", default=None, help="comma-separated backends: torch,ort-cpu,ort-cuda,ort-tensorrt,"
+                   "tensorrt (default: all; those that cannot run here are listed as skipped; plain 'ort' is refused: "
+                   "bench pins one provider per backend)")
     p.add_argument("--threads", default=None, help="thread sweep, e.g. 1,2 (default: 1, 2, 4, ... cores)")
     p.add_argument("--batches", default=None, help="batch sweep, e.g. 1,4,16")
     p.add_argument("--window-ms", type=float, default=None, help="measurement window, ms")

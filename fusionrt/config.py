@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from fusionrt.errors import ConfigError
+from fusionrt.frame import MODALITIES
 
 
 class Pooling(str, enum.Enum):
@@ -51,7 +52,6 @@ class TextConfig:
     num_layers: int = 2
     num_heads: int = 2
     intermediate_size: int = 128
-    rate_hz: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,6 @@ class ImageConfig:
     blocks_per_stage: int = 1
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, on [0, 1] pixels
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    rate_hz: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-MODALITIES = ("text", "image", "audio")
+# Keys earlier versions wrote and nothing reads: skipped, so saved runs and bundles' reference configs
+# still load. (The encoders' nominal rates live in fusionrt.export.bundle_writer.DEFAULT_RATES_HZ.)
+RETIRED_KEYS = frozenset({"model.text.rate_hz", "model.image.rate_hz"})
 
 
 def load_config(path: str | Path) -> Config:
@@ -215,6 +216,7 @@ def _lookup(obj: Any, dotted: str) -> Any:
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, found {type(raw).__name__}")
+    raw = {key: value for key, value in raw.items() if f"{prefix}{key}" not in RETIRED_KEYS}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)

@@ -1,7 +1,8 @@
 """`fusionrt demo`: the whole chain on the built-in data, reusing what is already built.
 
 train (or reuse runs/demo) -> export -> quantize (auto, within 0.5 accuracy points) -> inspect ->
-stream test://digits camera + test://dtmf microphone + test://digits text through `realtime-infer`.
+stream test://digits camera + test://dtmf microphone + test://digits text (`run_realtime`, as
+`realtime-infer` does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fusionrt.config import Config, config_to_dict, load_config
 def run_demo(work: Path, *, config_path: str | None = None, retrain: bool = False, stream_s: float = 20.0) -> Bundle:
     from fusionrt.calibration import CalibrationSet, quantize_bundle
     from fusionrt.export.from_checkpoint import export_checkpoint
-    from fusionrt.realtime_cli import main as realtime_infer
+    from fusionrt.runtime import run_realtime
     from fusionrt.models.train import CHECKPOINT, train
 
     config = load_config(config_path) if config_path else Config()
@@ -36,10 +37,7 @@ def run_demo(work: Path, *, config_path: str | None = None, retrain: bool = Fals
     if stream_s > 0:
         print(f"== realtime-infer: test://digits camera + test://dtmf microphone + test://digits text, {stream_s:g} s",
               flush=True)
-        realtime_infer([
-            "--bundle", str(bundle_dir), "--camera", "test://digits", "--mic", "test://dtmf",
-            "--text", "test://digits", "--duration", str(stream_s),
-        ])  # fmt: skip
+        run_realtime(bundle, camera="test://digits", mic="test://dtmf", text="test://digits", duration_s=stream_s)
     return bundle
 
 

@@ -1,15 +1,16 @@
-"""`realtime-infer`: stream camera, microphone and text sources through a bundle."""
+"""`realtime-infer`: stream camera, microphone and text sources through a bundle. Argument parsing
+only; the work is `fusionrt.runtime.run_realtime`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from fusionrt.bundle import PRECISIONS
 from fusionrt.errors import ConfigError, FusionRTError
+from fusionrt.runtime.backend import Backend
 
 DEFAULT_BUNDLE = Path("bundles") / "demo"
 EPILOG = """\
@@ -22,25 +23,6 @@ examples:
   realtime-infer --bundle bundles/demo --camera test://digits --mic test://dtmf --text test://digits --duration 20
   realtime-infer --camera clip.mp4 --mic clip.wav --replay deterministic --json out.jsonl --save-video out.mp4
 """
-
-
-@dataclass
-class GroundTruth:
-    """Accuracy of the fused answers against the labels the test:// sources know."""
-
-    labels: tuple[str, ...]
-    seen: int = 0
-    right: int = 0
-
-    def __call__(self, result) -> None:
-        if result.label is not None and result.top_k:
-            self.seen += 1
-            self.right += result.top_label == self.labels[result.label]
-
-    def line(self) -> str | None:
-        if not self.seen:
-            return None
-        return f"accuracy against the sources' ground truth: {self.right / self.seen:.3f} ({self.right}/{self.seen})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,11 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", help="write Chrome trace events of each result's path to OUT.json")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--summary-json", help="write the final metrics as JSON to this file")
-    p.add_argument("--backend", default="ort", choices=["ort", "torch", "tensorrt"],
-                   help="inference backend: ONNX Runtime (default), the bundle's reference PyTorch model "
-                   "(needs torch: pip install 'fusionrt[export]') or the bundle's TensorRT engines (built on "
-                   "this device by `fusionrt engine`; needs tensorrt and cuda-python)")
-    p.add_argument("--precision", default="fp16", choices=["fp16", "int8", "fp32"],
+    p.add_argument("--backend", default=Backend.ORT.value, choices=[b.value for b in Backend],
+                   help="inference backend: ONNX Runtime with providers in priority order (default), ONNX Runtime "
+                   "pinned to one provider (ort-cpu, ort-cuda, ort-tensorrt: no fallback), the bundle's reference "
+                   "PyTorch model (needs torch: pip install 'fusionrt[export]') or the bundle's TensorRT engines "
+                   "(built on this device by `fusionrt engine`; needs tensorrt and cuda-python)")
+    p.add_argument("--precision", default="fp16", choices=list(PRECISIONS),
                    help="which TensorRT engines the tensorrt backend runs (default fp16)")
     p.add_argument("--providers", help="comma-separated ONNX Runtime providers in priority order "
                    "(default: TensorRT, CUDA, CPU as available)")
@@ -86,102 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fusionrt.bundle import load
-    from fusionrt.runtime import (
-        Budget,
-        ConsoleSink,
-        JsonlSink,
-        Pipeline,
-        PrometheusSink,
-        SourceOptions,
-        TraceSink,
-        VideoSink,
-        open_source,
-    )
+    from fusionrt.runtime import Budget, Outputs, SourceOptions, Trigger, run_realtime
 
-    if not (args.camera or args.mic or args.text):
-        raise ConfigError("no source: give at least one of --camera, --mic, --text (e.g. --camera 0)")
-    bundle_path = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
-    if args.bundle is None and not (bundle_path / "manifest.json").is_file():
+    bundle = Path(args.bundle) if args.bundle else DEFAULT_BUNDLE
+    if args.bundle is None and not (bundle / "manifest.json").is_file():
         raise ConfigError(f"no --bundle given and {DEFAULT_BUNDLE} does not exist; run `fusionrt demo` or pass --bundle")
-    bundle = load(bundle_path)
-
-    options = SourceOptions(
-        width=args.width,
-        height=args.height,
-        fps=args.fps,
-        loop=args.loop,
-        replay=args.replay,
-        sample_rate=bundle.encoder("audio").preprocessing["sample_rate"] if "audio" in bundle.modalities else 16000,
-        seed=args.seed,
+    run_realtime(
+        bundle,
+        camera=args.camera,
+        mic=args.mic,
+        text=args.text,
+        duration_s=args.duration,
+        budget=Budget(deadline_ms=args.budget_ms),
+        trigger=Trigger.parse(args.trigger, what="--trigger"),
+        options=SourceOptions(width=args.width, height=args.height, fps=args.fps, loop=args.loop, replay=args.replay,
+                              seed=args.seed),
+        outputs=Outputs(jsonl=args.jsonl, trace=args.trace, video=args.save_video, metrics_port=args.metrics_port,
+                        summary_json=args.summary_json, console=not args.quiet),
+        backend=args.backend,
+        precision=args.precision,  # only the tensorrt backend reads it
+        variant=args.variant,
+        providers=[p.strip() for p in args.providers.split(",")] if args.providers else None,
+        fail_on_fallback=args.fail_on_fallback,
+        threads=args.threads,
+        audio_hop_s=args.audio_hop_ms / 1000 if args.audio_hop_ms else None,
     )
-    wanted = {"image": args.camera, "audio": args.mic, "text": args.text}
-    sources = {}
-    try:
-        for modality, uri in wanted.items():
-            if uri is None:
-                continue
-            if modality not in bundle.modalities:
-                raise ConfigError(f"--{_flag(modality)} given but bundle {bundle.root} has no {modality} encoder "
-                                  f"(it fuses {list(bundle.modalities)})")
-            sources[modality] = open_source(uri, modality, options=options)
-
-        sinks = [] if args.quiet else [ConsoleSink(stream=sys.stderr)]
-        if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl))
-        if args.trace:
-            sinks.append(TraceSink(args.trace))
-        if args.save_video:
-            sinks.append(VideoSink(args.save_video))
-        if args.metrics_port is not None:
-            sinks.append(PrometheusSink(args.metrics_port))
-
-        providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
-        pipeline = Pipeline.from_bundle(
-            bundle,
-            sources,
-            budget=Budget(deadline_ms=args.budget_ms),
-            trigger=_trigger(args.trigger),
-            variant=args.variant,
-            providers=providers,
-            fail_on_fallback=args.fail_on_fallback,
-            threads=args.threads,
-            sinks=sinks,
-            audio_hop_s=args.audio_hop_ms / 1000 if args.audio_hop_ms else None,
-            backend=args.backend,
-            precision=args.precision,  # only the tensorrt backend reads it
-        )
-    except BaseException:
-        for source in sources.values():
-            source.close()
-        raise
-    truth = GroundTruth(bundle.labels)
-    summary = pipeline.run(duration_s=args.duration, on_result=truth)
-    print(summary.table)
-    accuracy = truth.line()
-    if accuracy:
-        print(accuracy)
-    if args.summary_json:
-        extra = {"accuracy": truth.right / truth.seen} if truth.seen else {}
-        Path(args.summary_json).write_text(json.dumps({**summary.metrics, **extra, "stopped_by": summary.stopped_by}, indent=2))
     return 0
-
-
-def _trigger(spec: str | None):
-    from fusionrt.runtime import Trigger
-
-    if spec is None:
-        return None
-    if spec in ("image", "audio", "text"):
-        return Trigger.on(spec)
-    try:
-        return Trigger.at_rate(float(spec))
-    except ValueError:
-        raise ConfigError(f"--trigger {spec!r}; expected image, audio, text or a rate in Hz") from None
-
-
-def _flag(modality: str) -> str:
-    return {"image": "camera", "audio": "mic", "text": "text"}[modality]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,13 @@ variant on a backend. Heavy backends (torch, TensorRT) are imported inside `open
 from __future__ import annotations
 
 import enum
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from fusionrt.bundle import Bundle, Component, TensorSpec
 from fusionrt.errors import ConfigError
-from fusionrt.runtime.engine import CPU, CUDA, TENSORRT
+from fusionrt.runtime.engine import CPU, CUDA, TENSORRT, OrtEngine
 
 REFERENCE = "reference"  # the torch backend's one variant: the bundle's reference weights
 
@@ -49,6 +49,7 @@ class Backend(str, enum.Enum):
         return self.is_ort
 
 
+@runtime_checkable
 class Engine(Protocol):
     """One runnable component variant on one backend."""
 
@@ -64,9 +65,17 @@ class Engine(Protocol):
         """The inputs as the loaded model declares them (dtype, shape), for contract checks."""
         ...
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def output_specs(self) -> Sequence[TensorSpec]:
+        """The outputs as the loaded model declares them."""
+        ...
 
-    def close(self) -> None: ...
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name; EngineError when the feeds do not fit, the backend fails or the engine is closed."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (sessions, device buffers); run() refuses afterwards."""
+        ...
 
 
 def open_engine(
@@ -83,8 +92,6 @@ def open_engine(
     for torch, a precision ("fp16", "int8", "fp32") for TensorRT engines."""
     backend = Backend.parse(backend)
     if backend.is_ort:
-        from fusionrt.runtime.engine import OrtEngine
-
         pinned = backend.providers
         if pinned and providers and tuple(providers) != pinned:
             raise ConfigError(f"backend {backend.value} runs on {pinned[0]}; drop providers={list(providers)} "

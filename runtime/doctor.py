@@ -63,7 +63,7 @@ def _provider_checks(bundle_path) -> list[Finding]:
     import onnxruntime as ort
 
     from fusionrt.bundle import load
-    from fusionrt.runtime.engine import OrtEngine
+    from fusionrt.runtime.backend import Backend, open_engine
 
     if bundle_path is None:
         return [Finding("missing", "inference", "no bundle given (--bundle): provider checks skipped")]
@@ -76,8 +76,11 @@ def _provider_checks(bundle_path) -> list[Finding]:
     findings = []
     for provider in ort.get_available_providers():
         try:
-            engine = OrtEngine(component.variant().path, providers=[provider])
-            engine.run(feeds)
+            engine = open_engine(bundle, component, component.default_variant, Backend.ORT, providers=[provider])
+            try:
+                engine.run(feeds)
+            finally:
+                engine.close()
             ran = engine.providers[0]
             level = "ok" if ran == provider else "warn"
             findings.append(Finding(level, provider, f"ran {component.name} on {ran}"))

@@ -1,4 +1,5 @@
-"""`Engine`: one runnable component variant on one backend, reporting the provider that really ran.
+"""`OrtEngine`: one ONNX file on ONNX Runtime, an `Engine` (runtime/backend.py) reporting the provider
+that really ran.
 
 ONNX Runtime picks execution providers in priority order (TensorRT -> CUDA -> CPU by default,
 those this onnxruntime build offers). What is *requested* and what the session *really* uses can
@@ -15,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionrt.bundle import TensorSpec
 from fusionrt.errors import EngineError
 
 log = logging.getLogger("fusionrt.runtime")
@@ -86,6 +88,9 @@ class OrtEngine:
             self.session = ort.InferenceSession(str(self.path), options, providers=usable)
         except Exception as e:  # ORT raises its own exception types without a common base
             raise EngineError(f"onnxruntime could not load {self.path}: {e}") from e
+        self._providers = tuple(self.session.get_providers())
+        self._specs = tuple(_tensor_spec(i) for i in self.session.get_inputs())
+        self._output_specs = tuple(_tensor_spec(o) for o in self.session.get_outputs())
         self.fallback = fallback_reason(self.requested, self.providers)
         if self.fallback:
             message = f"{self.path.name}: running on {self.providers[0]}, not {self.requested[0]}: {self.fallback}"
@@ -102,9 +107,22 @@ class OrtEngine:
     @property
     def providers(self) -> list[str]:
         """The providers the session really uses, in priority order."""
-        return self.session.get_providers()
+        return list(self._providers)
+
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """The inputs as the ONNX file declares them (a dynamic or unnamed dimension is a str)."""
+        return self._specs
+
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return self._output_specs
+
+    def close(self) -> None:
+        """Release the session; run() refuses from now on."""
+        self.session = None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            raise EngineError(f"{self.path.name}: the engine is closed; open the bundle again to run it")
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise EngineError(f"{self.path.name}: missing inputs {missing}; expected {self.input_names}")
@@ -139,6 +157,7 @@ _NUMPY_OF_ORT = {
     "tensor(int32)": np.dtype(np.int32),
     "tensor(int64)": np.dtype(np.int64),
     "tensor(bool)": np.dtype(np.bool_),
+    "tensor(double)": np.dtype(np.float64),
 }
 
 _ORT_LEVELS = {
@@ -149,8 +168,8 @@ _ORT_LEVELS = {
 }
 
 
-def open_engine(path: str | Path, *, backend: str = "ort", **options) -> OrtEngine:
-    """Open one ONNX file on a backend."""
-    if backend != "ort":
-        raise EngineError(f"backend {backend!r} is not available for ONNX files; expected 'ort'")
-    return OrtEngine(path, **options)
+def _tensor_spec(arg) -> TensorSpec:
+    """A session input/output as a TensorSpec: ORT's "tensor(float)" is "float32"; an unnamed dynamic dim is "?"."""
+    dtype = _NUMPY_OF_ORT.get(arg.type)
+    shape = tuple(d if isinstance(d, (int, str)) else "?" for d in arg.shape)
+    return TensorSpec(arg.name, dtype.name if dtype is not None else arg.type, shape)

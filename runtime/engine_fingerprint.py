@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
+from fusionrt.bundle import Component, TextInput
 from fusionrt.errors import EngineError
 
 BATCH_DIM = "batch"
@@ -84,10 +85,10 @@ def check_fingerprint(recorded: EngineFingerprint, current: EngineFingerprint, w
         )
 
 
-def profiles_from_manifest(component, limits: ProfileLimits = ProfileLimits()) -> tuple[Profile, ...]:
+def profiles_from_manifest(component: Component, limits: ProfileLimits = ProfileLimits()) -> tuple[Profile, ...]:
     """One profile per input of a bundle component: "batch" dims from `limits`, the text length
-    from preprocessing.max_length (opt = max = max_length, as the host pads to it), fixed dims as is."""
-    max_length = (component.preprocessing or {}).get("max_length")
+    from the text input's max_length (opt = max = max_length, as the host pads to it), fixed dims as is."""
+    max_length = component.input.max_length if isinstance(component.input, TextInput) else None
     profiles = []
     for spec in component.inputs:
         low, opt, high = [], [], []

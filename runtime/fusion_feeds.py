@@ -26,8 +26,14 @@ def fusion_feeds(
     `presence` ([N, M], optional) masks rows further: a masked row's embedding is zeroed.
     `count` is N when no embedding is given.
     """
-    given = {m: np.asarray(v, np.float32).reshape(-1, np.shape(v)[-1]) for m, v in embeddings.items() if v is not None}
-    rows = {len(v) for v in given.values()} | ({count} if count is not None else set())
+    given = {}
+    for modality, vector in embeddings.items():  # a loop, not np.shape(): the pipeline calls this per result
+        if vector is not None:
+            vector = np.asarray(vector, np.float32)
+            given[modality] = vector.reshape(-1, vector.shape[-1])
+    rows = {len(v) for v in given.values()}
+    if count is not None:
+        rows.add(count)
     if presence is not None:
         rows.add(len(presence))
     if len(rows) != 1:

@@ -18,7 +18,7 @@ from fusionrt.errors import ConfigError
 
 if TYPE_CHECKING:
     from fusionrt.runtime.metrics import Metrics
-    from fusionrt.runtime.stages import Result
+    from fusionrt.runtime.results import Result
 
 TTY_INTERVAL_S = 0.1
 LOG_INTERVAL_S = 5.0

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionrt.bundle import Bundle, Component
-from fusionrt.errors import EngineError
+from fusionrt.bundle import PRECISIONS, Bundle, Component, EnginePlan, TensorSpec
+from fusionrt.errors import ConfigError, EngineError
 from fusionrt.runtime.engine_fingerprint import (
     EngineFingerprint,
     ProfileLimits,
     check_fingerprint,
     profiles_from_manifest,
 )
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def import_tensorrt():
@@ -76,32 +74,35 @@ def current_fingerprint(onnx_path: Path, sha256: str, precision: str, profiles) 
     return EngineFingerprint(sha256, precision, tuple(profiles), trt.__version__, name, capability)
 
 
-def recorded_engine(bundle: Bundle, component: str, precision: str) -> dict:
-    """The manifest's engine entry of a component (pure: no TensorRT needed to say one is missing)."""
-    entry = (bundle.manifest["components"][component].get("engines") or {}).get(precision)
-    if entry is None:
+def recorded_engine(bundle: Bundle, component: str, precision: str) -> EnginePlan:
+    """A component's recorded engine plan (pure: no TensorRT needed to say one is missing)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}; expected one of {list(PRECISIONS)}")
+    plan = bundle.components[component].engines.get(precision)
+    if plan is None:
         raise EngineError(
             f"bundle {bundle.root} has no {precision} TensorRT engine for {component}; build it on this device "
             f"with `fusionrt engine {bundle.root} --precision {precision}`"
         )
-    if not (bundle.root / entry["file"]).is_file():
+    if not plan.path.is_file():
         raise EngineError(
-            f"bundle {bundle.root}: the {precision} TensorRT engine of {component} ({entry['file']}) is missing; "
+            f"bundle {bundle.root}: the {precision} TensorRT engine of {component} "
+            f"({plan.path.relative_to(bundle.root).as_posix()}) is missing; "
             f"rebuild it with `fusionrt engine {bundle.root} --precision {precision}`"
         )
-    return entry
+    return plan
 
 
 def check_engine(bundle: Bundle, component: str, precision: str, limits: ProfileLimits = ProfileLimits()) -> Path:
     """The recorded engine file of a component, after checking its fingerprint against this machine
     and the bundle; EngineError names the fields that changed when it must be rebuilt."""
-    entry = recorded_engine(bundle, component, precision)
-    recorded = EngineFingerprint.from_dict(entry["fingerprint"])
-    variant = bundle.components[component].variants[entry["source_variant"]]
+    plan = recorded_engine(bundle, component, precision)
+    recorded = EngineFingerprint.from_dict(plan.fingerprint)
+    variant = bundle.components[component].variants[plan.source_variant]
     profiles = profiles_from_manifest(bundle.components[component], limits)
     current = current_fingerprint(variant.path, variant.sha256, precision, profiles)
-    check_fingerprint(recorded, current, f"{bundle.root / entry['file']}")
-    return bundle.root / entry["file"]
+    check_fingerprint(recorded, current, str(plan.path))
+    return plan.path
 
 
 class TensorRTEngine:
@@ -122,7 +123,6 @@ class TensorRTEngine:
         self.name = component.name
         self.input_names = [s.name for s in component.inputs]
         self.output_names = [s.name for s in component.outputs]
-        self._dtypes = {s.name: np.dtype(s.dtype) for s in component.inputs}
         self._buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
         self._stream = None
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -131,6 +131,9 @@ class TensorRTEngine:
             raise EngineError(
                 f"TensorRT could not deserialize {self.path}; rebuild it with `fusionrt engine` on this device"
             )
+        self._inputs = tuple(self._tensor_spec(n) for n in self.input_names)
+        self._outputs = tuple(self._tensor_spec(n) for n in self.output_names)
+        self._dtypes = {s.name: np.dtype(s.dtype) for s in self._inputs}
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise EngineError(f"{self.name} (tensorrt): could not create an execution context for {self.path.name}")
@@ -140,9 +143,18 @@ class TensorRTEngine:
     def providers(self) -> list[str]:
         return ["tensorrt"]
 
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """The inputs as the engine reports them (a dynamic dimension, -1 to TensorRT, is "?")."""
+        return self._inputs
+
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, context = self._cudart, self._context
         what = f"{self.name} (tensorrt)"
+        if self._stream is None:
+            raise EngineError(f"{what}: the engine is closed; open the bundle again to run it")
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise EngineError(f"{what}: missing inputs {missing}; expected {self.input_names}")
@@ -175,13 +187,20 @@ class TensorRTEngine:
         return outputs
 
     def close(self) -> None:
-        """Free the device buffers and the stream (the engine itself goes with the object)."""
+        """Free the device buffers, the stream, the execution context and the engine; run() refuses afterwards."""
         for pointer, _ in self._buffers.values():
             self._cudart.cudaFree(pointer)
         self._buffers.clear()
         if self._stream is not None:
             self._cudart.cudaStreamDestroy(self._stream)
             self._stream = None
+        self._context = self._engine = None
+
+    def _tensor_spec(self, name: str) -> TensorSpec:
+        """One IO tensor as the deserialized engine declares it."""
+        dtype = np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name)))
+        shape = tuple(d if d >= 0 else "?" for d in self._engine.get_tensor_shape(name))
+        return TensorSpec(name, dtype.name, shape)
 
     def __del__(self) -> None:
         if getattr(self, "_stream", None) is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionrt.bundle import Bundle, load
+from fusionrt.bundle import Bundle, TensorSpec, load
 from fusionrt.errors import EngineError, FusionRTError
 
 
@@ -23,7 +23,7 @@ class TorchEngine:
 
     fallback = None  # torch runs where it says it runs; there is no provider to fall back from
 
-    def __init__(self, bundle: Bundle | str | Path, component: str) -> None:
+    def __init__(self, bundle: Bundle | str | Path, component: str, *, threads: int | None = None) -> None:
         if not isinstance(bundle, Bundle):
             bundle = load(bundle)
         if bundle.reference is None:
@@ -38,14 +38,28 @@ class TorchEngine:
         self.path = bundle.reference.weights
         self.input_names = [s.name for s in spec.inputs]
         self.output_names = [s.name for s in spec.outputs]
+        self._inputs, self._outputs = tuple(spec.inputs), tuple(spec.outputs)
         self._dtypes = {s.name: np.dtype(s.dtype) for s in spec.inputs}
         model, self._device = _reference_model(bundle)
+        if threads is not None:
+            _set_threads(threads)
         self._module = model.fusion if spec.role == "fusion" else model.encoders[spec.modality]
         self.name = component
 
     @property
     def providers(self) -> list[str]:
         return [f"torch-{self._device}"]
+
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        """The manifest's inputs: a PyTorch module declares none, and to_tensors checks the dtypes against them."""
+        return self._inputs
+
+    def output_specs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def close(self) -> None:
+        """Let go of the module (the rebuilt model stays cached for the bundle's other components)."""
+        self._module = None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.to_numpy(self.forward(self.to_tensors(feeds)))
@@ -68,6 +82,8 @@ class TorchEngine:
         """The module on tensors from to_tensors; returns once the device has finished."""
         import torch
 
+        if self._module is None:
+            raise EngineError(f"{self.name} (torch): the engine is closed; open the bundle again to run it")
         try:
             with torch.inference_mode():
                 out = self._module(*tensors)
@@ -80,6 +96,15 @@ class TorchEngine:
     def to_numpy(self, out) -> dict[str, np.ndarray]:
         """The module's output copied back to a float32 host array."""
         return {self.output_names[0]: out.float().cpu().numpy()}
+
+
+def _set_threads(threads: int) -> None:
+    """PyTorch's intra-op threads (process-wide, like ONNX Runtime's per-session setting is per engine)."""
+    import torch
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise EngineError(f"torch backend: threads = {threads!r}; expected a whole number >= 1")
+    torch.set_num_threads(threads)
 
 
 def _reference_model(bundle: Bundle):

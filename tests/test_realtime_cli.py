@@ -98,3 +98,36 @@ def test_truncated_video_degrades_instead_of_crashing(media, tmp_path):
     assert b"FAILED" in proc.stdout  # the summary reports the camera's failure
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines and not lines[-1]["presence"]["image"] and lines[-1]["presence"]["audio"]
+
+
+def test_run_realtime_is_the_api_under_the_cli(media, tmp_path, capsys):
+    from fusionrt.errors import ConfigError
+    from fusionrt.runtime import Outputs, SourceOptions, run_realtime
+
+    root, bundle, video, wav, text = media
+    cli_out, api_out = tmp_path / "cli.jsonl", tmp_path / "api.jsonl"
+    proc = run(["--bundle", bundle, "--camera", video, "--mic", wav, "--text", text, "--replay", "deterministic",
+                "--trigger", "audio", "--json", cli_out, "--quiet"])
+    assert proc.returncode == 0, proc.stderr.decode()
+    report = run_realtime(bundle, camera=str(video), mic=str(wav), text=str(text), trigger="audio",
+                          options=SourceOptions(replay="deterministic"), outputs=Outputs(jsonl=api_out, console=False))
+    assert api_out.read_bytes() == cli_out.read_bytes()
+    assert report.summary.results == len(api_out.read_text().splitlines()) > 0 and report.summary.deterministic
+    assert report.accuracy is None  # files know no ground truth
+    printed = capsys.readouterr().out
+    assert "end to end" in printed and printed.rstrip("\n") == str(report)
+    with pytest.raises(ConfigError, match="no source"):
+        run_realtime(bundle)
+    with pytest.raises(ConfigError, match="trigger 'sideways'"):
+        run_realtime(bundle, camera=str(video), trigger="sideways")
+
+
+def test_ground_truth_counts_only_labels_the_bundle_has():
+    from types import SimpleNamespace
+
+    from fusionrt.runtime import GroundTruth
+
+    truth = GroundTruth(("zero", "one", "two"))
+    for label, top in ((0, "zero"), (1, "two"), (7, "zero"), (None, "one")):  # 7: a test:// label beyond the bundle's
+        truth(SimpleNamespace(label=label, top_k=((top, 1.0),), top_label=top))
+    assert (truth.seen, truth.right, truth.accuracy) == (2, 1, 0.5)

@@ -13,7 +13,16 @@ from fusionrt.cli import main
 from fusionrt.config import Task, config_from_dict
 from fusionrt.data import LABELS, digits_from_config
 from fusionrt.errors import ConfigError
-from fusionrt.study import FUSION_KINDS, NONE, aggregate, parse_kinds, parse_seeds, run_study, study_kinds
+from fusionrt.study import (
+    FUSION_KINDS,
+    NONE,
+    STUDY_VARIANTS,
+    aggregate,
+    parse_kinds,
+    parse_seeds,
+    run_study,
+    study_kinds,
+)
 
 TINY = yaml.safe_load((Path(__file__).parent / "tiny.yaml").read_text())
 SEEDS = (0, 1)
@@ -116,7 +125,10 @@ def test_precision_runs_every_component_in_each_precision_from_the_exported_file
     _, _, results = study
     precision = results["precision"]
     assert precision["kind"] == results["best"]["fusion"]
+    assert STUDY_VARIANTS == ("fp32", "fp16", "int8", "default")
+    assert list(precision["variants"]) == list(STUDY_VARIANTS)
     for seed, entry in precision["seeds"].items():
+        assert list(entry["variants"]) == list(STUDY_VARIANTS)
         bundle = Path(entry["bundle"])
         for variant in ("fp32", "fp16", "int8"):
             assert set(entry["variants"][variant]["components"].values()) == {variant}
@@ -131,7 +143,7 @@ def test_cli_study_without_fusion_kinds_states_what_it_could_not_evaluate(tmp_pa
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(TINY))
     out = tmp_path / "out"
-    argv = ["eval", "--study", "--config", str(config_path), "--seeds", "3", "--kinds", "text,audio",
+    argv = ["study", "--config", str(config_path), "--seeds", "3", "--kinds", "text,audio",
             "--out", str(out), "--work", str(tmp_path / "work")]  # fmt: skip
     assert main(argv) == 0
     results = json.loads((out / "study.json").read_text())
@@ -139,8 +151,40 @@ def test_cli_study_without_fusion_kinds_states_what_it_could_not_evaluate(tmp_pa
     assert results["summary"]["text"]["accuracy"]["std"] is None  # one seed: no spread to report
     assert [c["verdict"] for c in results["claims"]] == ["NOT EVALUATED"] * 3
     assert results["precision"] is None
-    assert results["command"].startswith("fusionrt eval --study --config")
+    assert results["command"].startswith("fusionrt study --config")
     assert "claim 1 NOT EVALUATED" in capsys.readouterr().out
+
+
+def test_eval_study_is_an_alias_of_the_study_verb(tmp_path, monkeypatch):
+    """`fusionrt eval --study` and `fusionrt study` reach run_study with the same arguments."""
+    import fusionrt.study
+
+    calls = []
+    monkeypatch.setattr(fusionrt.study, "run_study", lambda *args, **kwargs: calls.append((args, kwargs)))
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY))
+    options = ["--config", str(config_path), "--seeds", "2,0", "--kinds", "image,late", "--out", "o", "--work", "w"]
+    assert main(["study", *options]) == 0
+    assert main(["eval", "--study", *options]) == 0
+    (verb_args, verb_kwargs), (alias_args, alias_kwargs) = calls
+    assert verb_args == alias_args and verb_args[1:] == ((2, 0), "o")
+    assert verb_args[0] == config_from_dict(TINY)
+    tail = f"--config {config_path} --kinds image,late --seeds 2,0 --out o --work w"
+    assert verb_kwargs.pop("command") == f"fusionrt study {tail}"
+    assert alias_kwargs.pop("command") == f"fusionrt eval --study {tail}"
+    assert verb_kwargs == alias_kwargs == {"kinds": ("image", "late"), "work_dir": "w"}
+
+
+def test_both_spellings_document_the_same_options(capsys):
+    helps = {}
+    for argv in (["study", "--help"], ["eval", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        helps[argv[0]] = capsys.readouterr().out
+    for option in ("--config", "--seeds", "--kinds", "--out", "--work"):
+        assert option in helps["study"] and option in helps["eval"]
+    assert "--study" in helps["eval"] and "fusionrt study" in helps["eval"]
 
 
 @pytest.mark.parametrize(
@@ -157,6 +201,26 @@ def test_bad_input_is_a_one_line_error(argv, message, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"fusionrt eval: error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--seeds", "0,x"], "--seeds '0,x': expected distinct comma-separated non-negative integers"),
+        (["--seeds", "1,1"], "--seeds '1,1'"),
+        (["--kinds", "text,bogus"], "--kinds 'text,bogus': unknown kind 'bogus'; expected"),
+        (["--config", "no/such/config.yaml"], ""),
+    ],
+)
+def test_both_spellings_give_the_same_one_line_error(options, message, capsys):
+    errors = {}
+    for verb, argv in (("study", ["study", *options]), ("eval", ["eval", "--study", *options])):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        prefix = f"fusionrt {verb}: error: "
+        assert err.startswith(prefix + message) and err.count("\n") == 1
+        errors[verb] = err[len(prefix) :]
+    assert errors["study"] == errors["eval"]
 
 
 def test_api_rejects_what_the_study_cannot_run(tmp_path):

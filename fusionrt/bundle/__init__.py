@@ -24,6 +24,7 @@ from fusionrt.bundle.format import (
 from fusionrt.bundle.specs import (
     EMBEDDING,
     LOGITS,
+    MAX_RATE_HZ,
     PRESENCE,
     PREPROCESSING_KEYS,
     AudioInput,
@@ -36,7 +37,7 @@ from fusionrt.bundle.specs import (
 from fusionrt.bundle.variants import DEFAULT, FALLBACK, resolve_variants
 
 __all__ = [
-    "DEFAULT", "EMBEDDING", "FALLBACK", "FORMAT", "FORMAT_VERSION", "LOGITS", "MANIFEST", "PRECISIONS",
+    "DEFAULT", "EMBEDDING", "FALLBACK", "FORMAT", "FORMAT_VERSION", "LOGITS", "MANIFEST", "MAX_RATE_HZ", "PRECISIONS",
     "PREPROCESSING_KEYS", "PRESENCE", "READABLE_VERSIONS", "TASKS", "AudioInput", "Bundle", "BundleEdit", "Component",
     "EnginePlan", "FusionInput", "ImageInput", "InputSpec", "Reference", "TensorSpec", "TextInput", "Variant",
     "describe", "edit", "hash_tree", "load", "parse", "resolve_variants", "sha256_of", "write_manifest",

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from fusionrt.bundle.specs import FusionInput, InputSpec, TensorSpec, encoder_input, fusion_input
+from fusionrt.bundle.specs import MAX_RATE_HZ, FusionInput, InputSpec, TensorSpec, encoder_input, fusion_input
 from fusionrt.errors import BundleError
 from fusionrt.frame import MODALITIES, Modality
 
@@ -32,8 +32,9 @@ MAX_DEPTH = 32  # a manifest nested deeper than this is refused before it is wal
 
 @dataclass(frozen=True)
 class Variant:
-    """One ONNX file of a component. For INT8, `target` says which kernels it was quantized for
-    (e.g. "x86-vnni", "x86-avx2", "tensorrt") and `scheme` how ("qdq-static", "dynamic")."""
+    """One ONNX file of a component. For INT8 and FP16, `target` says which CPU kernels judged its accuracy
+    (fusionrt.calibration.cpu_target: "x86-avx512-vnni", "x86-avx-vnni", "x86-amx", "x86-avx2", "aarch64"...)
+    and `scheme` how it computes ("qdq-static", "dynamic", "fp16")."""
 
     name: str
     precision: str
@@ -289,8 +290,8 @@ def _component(root: Path, name: str, entry: object, files: dict, where: str, to
     if role == "encoder" and modality not in MODALITIES:
         raise BundleError(f"{where}: {prefix}modality is {modality!r}; an encoder has one of {list(MODALITIES)}")
     rate = entry.get("rate_hz")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 10_000):
-        raise BundleError(f"{where}: {prefix}rate_hz is {rate!r}; expected a number of Hz in (0, 10000] or null")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_RATE_HZ):
+        raise BundleError(f"{where}: {prefix}rate_hz is {rate!r}; expected a number of Hz in (0, {MAX_RATE_HZ}] or null")
     variants = {}
     for variant_name, info in _field(entry, "variants", dict, where, prefix).items():
         vprefix = f"{prefix}variants.{variant_name}."

@@ -30,6 +30,7 @@ MAX_IMAGE_SIDE = 8192
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
 MAX_WINDOW_S = 60.0
 MAX_TEXT_LENGTH = 8192
+MAX_RATE_HZ = 10_000
 
 # The preprocessing keys each modality reads (the rest of the dict is informational).
 PREPROCESSING_KEYS = {
@@ -175,8 +176,8 @@ def check_embedding_output(where: str, component: str, outputs: Sequence[TensorS
 def _image(where, field, specs, names, p, tokenizer_file, legacy) -> ImageInput:
     if names != [IMAGE_INPUT]:
         raise BundleError(f"{where}: {field}.inputs are {names}; an image encoder takes one input named "
-                          f"'{IMAGE_INPUT}' (uint8 [batch, H, W, 3]) — rename the forward() argument or pass "
-                          f"input_names=['{IMAGE_INPUT}']")
+                          f"'{IMAGE_INPUT}' (uint8 [batch, H, W, 3]); inputs are named by the example_inputs keys — "
+                          f"name it '{IMAGE_INPUT}'")
     spec = specs[IMAGE_INPUT]
     _check_tensor(where, f"{field}.inputs.{IMAGE_INPUT}", spec, "uint8", 4)
     if spec.shape[3] != 3:
@@ -261,4 +262,4 @@ def _integer(where: str, field: str, value, low: int, high: int) -> int:
 def _check_tensor(where: str, field: str, spec: TensorSpec, dtype: str, rank: int) -> None:
     if spec.dtype != dtype or len(spec.shape) != rank:
         raise BundleError(f"{where}: {field} is {spec.dtype} {list(spec.shape)}; the runtime feeds/reads {dtype} "
-                          f"with {rank} dimensions — re-export the component")
+                          f"with {rank} dimensions; export the component with that input/output")

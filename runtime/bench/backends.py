@@ -1,55 +1,69 @@
-"""The backends a benchmark compares, whether each can run here (and if not, why), and one timed
-`Step` per component variant on a backend: feeds -> (outputs, host copy ms or None)."""
+"""Which `Backend`s a benchmark compares, whether each can run here (and if not, why), the variants
+each runs, and one timed `Step` per component variant opened on a backend through `open_engine`.
+
+Bench pins one ONNX Runtime provider per backend (ort-cpu, ort-cuda, ort-tensorrt) so that every
+row says what really ran; the plain `ort` backend (ORT's provider priority order) is refused.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
-from fusionrt.bundle import Bundle, Component
-from fusionrt.errors import EngineError
-from fusionrt.runtime.engine import CPU, CUDA, TENSORRT, OrtEngine
+from fusionrt.bundle import Bundle, Component, resolve_variants
+from fusionrt.errors import ConfigError, EngineError
+from fusionrt.runtime.backend import REFERENCE, Backend, Engine, open_engine
 
-TORCH = "torch"
-ORT_CPU = "ort-cpu"
-ORT_CUDA = "ort-cuda"
-ORT_TENSORRT = "ort-tensorrt"
-TENSORRT_NATIVE = "tensorrt"
-BACKENDS = (TORCH, ORT_CPU, ORT_CUDA, ORT_TENSORRT, TENSORRT_NATIVE)
-ORT_PROVIDERS = {ORT_CPU: CPU, ORT_CUDA: CUDA, ORT_TENSORRT: TENSORRT}
-CPU_BACKENDS = (TORCH, ORT_CPU)  # the ones the thread sweep and the CPU GEMM peak apply to
-REFERENCE = "reference"  # the torch backend's one variant: the bundle's reference weights
+# The backends bench compares, in report order: the torch reference first (the baseline of the speed-ups).
+BENCHED = tuple(sorted((b for b in Backend if b is not Backend.ORT), key=lambda b: b is not Backend.TORCH))
+CPU_BACKENDS = (Backend.TORCH, Backend.ORT_CPU)  # the ones the thread sweep and the CPU GEMM peak apply to
 MODEL = "model"  # the whole-model target: every encoder, then the fusion head, in sequence
 # How each backend's host copy is reported when it is not measured apart from compute.
 COPY_NOT_SEPARATED = {
-    ORT_CPU: "n/a: runs on the host's arrays, no copy",
-    ORT_CUDA: "included in compute: ONNX Runtime copies inside run()",
-    ORT_TENSORRT: "included in compute: ONNX Runtime copies inside run()",
-    TENSORRT_NATIVE: "included in compute: the engine copies inside run()",
+    Backend.ORT_CPU: "n/a: runs on the host's arrays, no copy",
+    Backend.ORT_CUDA: "included in compute: ONNX Runtime copies inside run()",
+    Backend.ORT_TENSORRT: "included in compute: ONNX Runtime copies inside run()",
+    Backend.TENSORRT: "included in compute: the engine copies inside run()",
 }
 
-Step = Callable[[dict], tuple[dict, float | None]]
+
+def parse_backends(names: Sequence[Backend | str] | None) -> list[Backend]:
+    """The backends to compare, in BENCHED order (all of them when `names` is empty)."""
+    chosen = set()
+    for name in names or ():
+        try:
+            backend = Backend.parse(name)
+        except ConfigError:
+            raise ConfigError(f"bench --backends {name!r}; expected some of {[b.value for b in BENCHED]}") from None
+        if backend not in BENCHED:
+            raise ConfigError(f"bench --backends {name!r}: bench pins one ONNX Runtime provider per backend so each "
+                              f"row says what ran; use {[b.value for b in BENCHED if b.is_ort]}")
+        chosen.add(backend)
+    return [b for b in BENCHED if not chosen or b in chosen]
 
 
-def unavailable(bundle: Bundle, backend: str) -> str | None:
+def unavailable(bundle: Bundle, backend: Backend) -> str | None:
     """Why `backend` cannot run `bundle` here, or None when it can."""
-    if backend == TORCH:
+    if backend is Backend.TORCH:
         if importlib.util.find_spec("torch") is None:
             return "PyTorch is not installed (pip install 'fusionrt[export]')"
         if bundle.reference is None:
             return (f"bundle {bundle.root} carries no reference PyTorch weights; re-export it with "
                     "`fusionrt export --config CONFIG --checkpoint CKPT` to get them")
         return None
-    if backend in ORT_PROVIDERS:
+    if backend.providers:
         import onnxruntime as ort
 
-        provider = ORT_PROVIDERS[backend]
+        provider = backend.providers[0]
         if provider not in ort.get_available_providers():
             available = ", ".join(ort.get_available_providers())
             return f"onnxruntime {ort.__version__} has no {provider} (providers: {available})"
         return None
-    if not any(c.get("engines") for c in bundle.manifest["components"].values()):
+    if backend is not Backend.TENSORRT:
+        return f"bench does not measure the {backend.value} backend"
+    if not any(c.engines for c in bundle.components.values()):
         return (f"bundle {bundle.root} has no TensorRT engines; build them on the GPU with "
                 f"`fusionrt engine {bundle.root} --precision fp16`")
     from fusionrt.runtime.tensorrt_engine import import_tensorrt
@@ -61,51 +75,56 @@ def unavailable(bundle: Bundle, backend: str) -> str | None:
     return None
 
 
-def variants_on(bundle: Bundle, component: Component, backend: str) -> list[str]:
+def variants_on(component: Component, backend: Backend) -> list[str]:
     """The variants `backend` can run of `component`: its ONNX variants, the precisions of its recorded
     TensorRT engines, or the reference model."""
-    if backend == TORCH:
+    if backend is Backend.TORCH:
         return [REFERENCE]
-    if backend == TENSORRT_NATIVE:
-        return list(bundle.manifest["components"][component.name].get("engines") or {})
+    if backend is Backend.TENSORRT:
+        return list(component.engines)
     return list(component.variants)
 
 
-def model_variants(bundle: Bundle, backend: str) -> dict[str, dict[str, str]]:
-    """Whole-model variant -> {component: variant it runs}: a component without the named ONNX
-    variant runs fp32 (as `fusionrt eval` resolves it); TensorRT needs the precision everywhere."""
+def model_variants(bundle: Bundle, backend: Backend) -> dict[str, dict[str, str]]:
+    """Whole-model variant -> {component: variant it runs}: ONNX variants by the bundle's one rule
+    (`resolve_variants`: a component without the named variant runs fp32); TensorRT needs an engine
+    of the precision in every component, as the pipeline does."""
     components = list(bundle.components.values())
-    if backend == TORCH:
+    if backend is Backend.TORCH:
         return {REFERENCE: {c.name: REFERENCE for c in components}}
-    per_component = [variants_on(bundle, c, backend) for c in components]
-    if backend == TENSORRT_NATIVE:
-        names = [p for p in per_component[0] if all(p in names for names in per_component)]
+    if backend is Backend.TENSORRT:
+        names = [p for p in components[0].engines if all(p in c.engines for c in components)]
         return {p: {c.name: p for c in components} for p in names}
-    names = list(dict.fromkeys(v for names in per_component for v in names))
-    return {v: {c.name: v if v in c.variants else "fp32" for c in components} for v in names}
+    names = list(dict.fromkeys(v for c in components for v in c.variants))
+    return {v: resolve_variants(bundle, v) for v in names}
 
 
-def open_step(bundle: Bundle, component: Component, variant: str, backend: str, threads: int) -> tuple[Step, str]:
-    """A timed step running `variant` of `component` on `backend`, and the device it really runs on."""
-    if backend == TORCH:
-        return _torch_step(bundle, component, threads)
-    if backend == TENSORRT_NATIVE:
-        from fusionrt.runtime.tensorrt_engine import TensorRTEngine, check_engine
+@dataclass
+class Step:
+    """One component variant opened on a backend: `run(feeds) -> (outputs, host copy ms or None)`."""
 
-        engine = TensorRTEngine(check_engine(bundle, component.name, variant), component=component)
-        return (lambda feeds: (engine.run(feeds), None)), "tensorrt"
-    engine = OrtEngine(component.variant(variant).path, providers=[ORT_PROVIDERS[backend]], threads=threads,
-                       fail_on_fallback=True)
-    return (lambda feeds: (engine.run(feeds), None)), engine.providers[0]
+    engine: Engine
+    run: Callable[[dict], tuple[dict, float | None]]
+
+    @property
+    def device(self) -> str:
+        """Where it really runs (the engine's first provider, e.g. CPUExecutionProvider, torch-cpu, tensorrt)."""
+        return self.engine.providers[0]
+
+    def close(self) -> None:
+        self.engine.close()
 
 
-def _torch_step(bundle: Bundle, component: Component, threads: int) -> tuple[Step, str]:
-    import torch
+def open_step(bundle: Bundle, component: Component, variant: str, backend: Backend, threads: int) -> Step:
+    """A timed step running `variant` of `component` on `backend` (pinned providers: no silent fallback)."""
+    engine = open_engine(bundle, component, variant, backend, threads=threads, fail_on_fallback=True)
+    if backend is Backend.TORCH:
+        return Step(engine, _copy_apart(engine))
+    return Step(engine, lambda feeds: (engine.run(feeds), None))
 
-    from fusionrt.runtime.torch_engine import TorchEngine
 
-    torch.set_num_threads(threads)
-    engine = TorchEngine(bundle, component.name)
+def _copy_apart(engine) -> Callable[[dict], tuple[dict, float]]:
+    """The torch engine's run() in its three steps, the host copies (to_tensors, to_numpy) timed apart."""
 
     def step(feeds: dict) -> tuple[dict, float]:
         t0 = time.perf_counter_ns()
@@ -117,4 +136,4 @@ def _torch_step(bundle: Bundle, component: Component, threads: int) -> tuple[Ste
         t3 = time.perf_counter_ns()
         return outputs, (t1 - t0 + t3 - t2) / 1e6
 
-    return step, engine.providers[0]
+    return step

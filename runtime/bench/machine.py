@@ -4,7 +4,6 @@ decide INT8 and FP32 speed, cores, memory, GPU, and the versions of the librarie
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 import platform
 import subprocess
@@ -66,8 +65,11 @@ def memory_gib(meminfo: Path = Path("/proc/meminfo")) -> float | None:
     return None
 
 
-def gpu_info() -> list[dict] | str:
-    """GPUs from nvidia-smi, else from torch.cuda when torch is installed; else why there is none."""
+def gpu_info(device_tree_model: Path = Path("/proc/device-tree/model")) -> list[dict] | str:
+    """GPUs from nvidia-smi, else a Jetson's integrated GPU named by its device tree; else why there is none.
+
+    The runtime imports no torch: PyTorch's version comes from the package metadata (DISTRIBUTIONS).
+    """
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,memory.total,driver_version,compute_cap", "--format=csv,noheader"],
@@ -77,12 +79,13 @@ def gpu_info() -> list[dict] | str:
         return [dict(zip(keys, (p.strip() for p in line.split(",")))) for line in out.splitlines() if line.strip()]
     except (OSError, subprocess.SubprocessError):
         pass
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        if torch.cuda.is_available():
-            return [{"name": torch.cuda.get_device_name(i)} for i in range(torch.cuda.device_count())]
-    return "none (no nvidia-smi, no CUDA device visible to torch)"
+    try:
+        model = device_tree_model.read_bytes().rstrip(b"\0").decode(errors="replace").strip()
+    except OSError:
+        model = ""
+    if "jetson" in model.lower():
+        return [{"name": f"{model} (integrated GPU)"}]
+    return "none (no nvidia-smi, no Jetson device tree)"
 
 
 def _version(distribution: str) -> str | None:

@@ -9,8 +9,9 @@ import io
 import json
 from pathlib import Path
 
-from fusionrt.bundle import MANIFEST, Bundle, write_manifest
+from fusionrt.bundle import Bundle, edit
 
+BUNDLE_REPORT = "reports/bench.json"  # where save() puts the JSON inside a bundle
 CSV_COLUMNS = (
     "target", "backend", "variant", "device", "threads", "batch", "status", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
     "max_ms", "mean_ms", "std_ms", "throughput_per_s", "copy_p50_ms", "compute_p50_ms", "stable", "windows", "macs",
@@ -193,16 +194,14 @@ def write_png(report: dict, path: str | Path) -> None:
 
 def save(report: dict, *, bundle: Bundle | None = None, json_path=None, csv_path=None, markdown_path=None,
          png_path=None, command: str | None = None) -> list[Path]:
-    """Write the report where asked; the JSON goes to the bundle's reports/bench.json (and the
-    manifest's hashes are refreshed) unless `json_path` is given. Returns the files written."""
+    """Write the report where asked; the JSON goes to the bundle's reports/bench.json (through the
+    bundle's edit transaction, which records its hash) unless `json_path` is given. Returns the files
+    written."""
     written = []
     if json_path is None and bundle is not None:
-        json_path = bundle.root / "reports" / "bench.json"
-        json_path.parent.mkdir(exist_ok=True)
-        json_path.write_text(to_json(report), encoding="utf-8")
-        # re-read: another command may have changed the manifest since the bundle was loaded
-        write_manifest(bundle.root, json.loads((bundle.root / MANIFEST).read_text()))
-        written.append(json_path)
+        with edit(bundle) as change:
+            change.write_text(BUNDLE_REPORT, to_json(report))
+        written.append(bundle.root / BUNDLE_REPORT)
     elif json_path is not None:
         Path(json_path).write_text(to_json(report), encoding="utf-8")
         written.append(Path(json_path))

@@ -20,14 +20,12 @@ from typing import Callable, Sequence
 
 from fusionrt.bundle import Bundle, load
 from fusionrt.errors import ConfigError
+from fusionrt.runtime.backend import REFERENCE, Backend
 from fusionrt.runtime.bench.backends import (
-    BACKENDS,
     CPU_BACKENDS,
     MODEL,
-    ORT_CPU,
-    REFERENCE,
-    TORCH,
     model_variants,
+    parse_backends,
     unavailable,
     variants_on,
 )
@@ -57,7 +55,7 @@ def bench_bundle(
     *,
     components: Sequence[str] | None = None,
     variants: Sequence[str] | None = None,
-    backends: Sequence[str] | None = None,
+    backends: Sequence[Backend | str] | None = None,
     threads: Sequence[int] | None = None,
     batches: Sequence[int] | None = None,
     settings: BenchSettings = BenchSettings(),
@@ -67,39 +65,30 @@ def bench_bundle(
 
     components: component names and/or "model" (default: all of them and the whole model);
     variants: ONNX variant / TensorRT precision names (default: all; the torch backend always runs
-    its reference weights); backends: of BACKENDS (default: all; those that cannot run here are
-    listed as skipped with the reason); threads: the thread sweep (default 1, 2, 4, ... cores);
-    batches: the batch sweep (default DEFAULT_BATCHES).
+    its reference weights); backends: `Backend`s or their names, of backends.BENCHED (default: all;
+    those that cannot run here are listed as skipped with the reason; plain "ort" is refused);
+    threads: the thread sweep (default 1, 2, 4, ... cores); batches: the batch sweep (default
+    DEFAULT_BATCHES).
     """
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     bundle = bundle if isinstance(bundle, Bundle) else load(bundle)
     targets = _targets(bundle, components)
     threads = _positive(threads or thread_sweep(os.cpu_count() or 1), "threads")
     batches = _positive(batches or DEFAULT_BATCHES, "batches")
-    chosen = _backends(backends)
+    chosen = parse_backends(backends)
     wanted_variants = _variants(bundle, variants)
     status = {b: unavailable(bundle, b) for b in chosen}
     for backend, reason in status.items():
         if reason:
-            say(f"skipping backend {backend}: {reason}")
+            say(f"skipping backend {backend.value}: {reason}")
     runnable = [b for b in chosen if status[b] is None]
-    report = {
-        "bundle": str(bundle.root),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": fingerprint(),
-        "settings": {
-            **dataclasses.asdict(settings), "threads": threads, "batches": batches,
-            "main": {"threads": max(threads), "batch": min(batches)},
-            "stability": f"{STABLE_WINDOWS} consecutive windows whose p50 lie within {TOLERANCE:.0%} of their mean",
-        },
-        "backends": {b: {"status": "skipped", "reason": r} if r else {"status": "ok"} for b, r in status.items()},
-        "load_average": {"start": os.getloadavg()[0]},  # 1 minute: how much else ran on this machine
-    }  # fmt: skip
+    report = _header(bundle, settings, threads, batches, status)
     cpu_threads = threads if any(b in CPU_BACKENDS for b in runnable) else []
     report["peak"] = _peak(cpu_threads, settings.gemm_size, say)
     inputs = BenchInputs(bundle, max(*batches, MIN_ITEMS))
     plan = _plan(bundle, targets, runnable, wanted_variants, grid(threads, batches))
-    say(f"benchmarking {len(plan)} points of {bundle.root} ({', '.join(targets)}; backends {', '.join(runnable)})")
+    names = ", ".join(b.value for b in runnable)
+    say(f"benchmarking {len(plan)} points of {bundle.root} ({', '.join(targets)}; backends {names})")
     counter = itertools.count(1)
     macs = MacCounter(bundle, inputs, counting=report["peak"].get("skipped") is None)
     rows = []
@@ -117,6 +106,23 @@ def bench_bundle(
     return report
 
 
+def _header(bundle: Bundle, settings: BenchSettings, threads: list[int], batches: list[int],
+            status: dict[Backend, str | None]) -> dict:
+    """The report's first fields: what was measured, where, how, and which backends were skipped."""
+    return {
+        "bundle": str(bundle.root),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": fingerprint(),
+        "settings": {
+            **dataclasses.asdict(settings), "threads": threads, "batches": batches,
+            "main": {"threads": max(threads), "batch": min(batches)},
+            "stability": f"{STABLE_WINDOWS} consecutive windows whose p50 lie within {TOLERANCE:.0%} of their mean",
+        },
+        "backends": {b.value: {"status": "skipped", "reason": r} if r else {"status": "ok"} for b, r in status.items()},
+        "load_average": {"start": os.getloadavg()[0]},  # 1 minute: how much else ran on this machine
+    }  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------ choices
 def _targets(bundle: Bundle, components: Sequence[str] | None) -> list[str]:
     known = [*bundle.components, MODEL]
@@ -132,18 +138,11 @@ def _positive(values: Sequence[int], what: str) -> list[int]:
     return sorted(set(values))
 
 
-def _backends(backends: Sequence[str] | None) -> list[str]:
-    unknown = [b for b in backends or () if b not in BACKENDS]
-    if unknown:
-        raise ConfigError(f"bench --backends {unknown[0]!r}; expected some of {list(BACKENDS)}")
-    return [b for b in BACKENDS if not backends or b in backends]
-
-
 def _variants(bundle: Bundle, names: Sequence[str] | None) -> set[str] | None:
     if not names:
         return None
     known = {v for c in bundle.components.values() for v in c.variants}
-    known |= {p for c in bundle.manifest["components"].values() for p in c.get("engines") or {}}
+    known |= {p for c in bundle.components.values() for p in c.engines}
     unknown = [v for v in names if v not in known]
     if unknown:
         raise ConfigError(
@@ -152,7 +151,7 @@ def _variants(bundle: Bundle, names: Sequence[str] | None) -> set[str] | None:
     return set(names)
 
 
-def _plan(bundle, targets, backends, wanted, points) -> list[tuple[str, str, str, int, int]]:
+def _plan(bundle, targets, backends, wanted, points) -> list[tuple[str, Backend, str, int, int]]:
     """(target, backend, variant, threads, batch) in measuring order; GPU backends only at the most threads."""
     most_threads = max(t for t, _ in points)
     plan = []
@@ -161,8 +160,8 @@ def _plan(bundle, targets, backends, wanted, points) -> list[tuple[str, str, str
             if target == MODEL:
                 names = list(model_variants(bundle, backend))
             else:
-                names = variants_on(bundle, bundle.components[target], backend)
-            if backend != TORCH and wanted is not None:
+                names = variants_on(bundle.components[target], backend)
+            if backend is not Backend.TORCH and wanted is not None:
                 names = [v for v in names if v in wanted]
             for variant in names:
                 for t, b in points:
@@ -187,7 +186,8 @@ def speedups(rows: list[dict], batch: int) -> list[dict]:
            for r in rows if r["status"] == "ok" and r["batch"] == batch}  # fmt: skip
     out = []
     for target, threads in dict.fromkeys((r["target"], r["threads"]) for r in rows if r["batch"] == batch):
-        fp32, reference = (target, threads, ORT_CPU, "fp32"), (target, threads, TORCH, REFERENCE)
+        fp32 = (target, threads, Backend.ORT_CPU.value, "fp32")
+        reference = (target, threads, Backend.TORCH.value, REFERENCE)
         others = [key for key in p50 if key[:2] == (target, threads) and key not in (fp32, reference)]
         pairs = [(reference, fp32)] + [(fp32, key) for key in others]
         for baseline, candidate in pairs:
@@ -204,8 +204,8 @@ def accuracy_points(bundle: Bundle, rows: list[dict], main: tuple[int, int]) -> 
     if evaluation is None:
         return {"points": [], "skipped": f"{bundle.root / 'reports' / 'eval.json'} is absent: run "
                                          f"`fusionrt eval {bundle.root} --variants fp32,fp16,...` first"}
-    measured = [r for r in rows if r["target"] == MODEL and r["backend"] == ORT_CPU and r["status"] == "ok"
-                and (r["threads"], r["batch"]) == main]  # fmt: skip
+    measured = [r for r in rows if r["target"] == MODEL and r["backend"] == Backend.ORT_CPU.value
+                and r["status"] == "ok" and (r["threads"], r["batch"]) == main]  # fmt: skip
     if not measured:
         return {"points": [], "skipped": "the whole model was not benchmarked on ort-cpu at the main point"}
     points = []

@@ -10,21 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fusionrt.bundle import Bundle, Component
+from fusionrt.bundle import EMBEDDING, Bundle, Component
 from fusionrt.errors import BundleError, ConfigError, FusionRTError
-from fusionrt.runtime.bench.backends import (
-    COPY_NOT_SEPARATED,
-    CPU_BACKENDS,
-    MODEL,
-    TENSORRT_NATIVE,
-    TORCH,
-    model_variants,
-    open_step,
-)
-from fusionrt.runtime.bench.inputs import BenchInputs, fusion_feeds
+from fusionrt.runtime.backend import Backend
+from fusionrt.runtime.bench.backends import COPY_NOT_SEPARATED, CPU_BACKENDS, MODEL, Step, model_variants, open_step
+from fusionrt.runtime.bench.inputs import BenchInputs
 from fusionrt.runtime.bench.peak import GEMM_SIZE
 from fusionrt.runtime.bench.stats import STABLE_WINDOWS, Window, measure_until_stable
-from fusionrt.runtime.stages import EMBEDDING
+from fusionrt.runtime.fusion_feeds import bundle_fusion_feeds
 
 
 @dataclass(frozen=True)
@@ -59,25 +52,51 @@ def timed_window(run_once: Callable[[], float | None], window_ms: float, min_run
     return Window(tuple(latency), tuple(copy) if separated else None, (time.perf_counter_ns() - start) / 1e9)
 
 
-def open_target(bundle: Bundle, inputs: BenchInputs, target: str, backend: str, variant: str, threads: int):
-    """(make_run(batch) -> run_once, device, {component: variant}); run_once() -> host copy ms or None."""
-    if target != MODEL:
-        if target in inputs.errors:
-            raise BundleError(inputs.errors[target])
-        step, device = open_step(bundle, bundle.components[target], variant, backend, threads)
+@dataclass
+class OpenTarget:
+    """A target opened on a backend: `make_run(batch) -> run_once`, where run_once() -> host copy ms or None."""
 
-        def make_run(batch: int):
-            feeds = itertools.cycle(_batches(inputs, target, batch))
-            return lambda: step(next(feeds))[1]
+    make_run: Callable[[int], Callable[[], float | None]]
+    device: str
+    components: dict[str, str]  # component -> the variant it runs
+    steps: list[Step]
 
-        return make_run, device, {target: variant}
-    mapping = model_variants(bundle, backend)[variant]
+    def close(self) -> None:
+        for step in self.steps:
+            step.close()
+
+
+def open_target(bundle: Bundle, inputs: BenchInputs, target: str, backend: Backend, variant: str,
+                threads: int) -> OpenTarget:
+    """`target` (a component or MODEL) opened on `backend`; close() it when its rows are measured."""
+    mapping = {target: variant} if target != MODEL else model_variants(bundle, backend)[variant]
     for name in mapping:
         if name in inputs.errors:
             raise BundleError(inputs.errors[name])
-    steps = {name: open_step(bundle, bundle.components[name], v, backend, threads) for name, v in mapping.items()}
-    encoders = {c.modality: c.name for c in bundle.components.values() if c.role == "encoder"}
-    fusion = bundle.fusion.name
+    steps: dict[str, Step] = {}
+    try:
+        for name, v in mapping.items():
+            steps[name] = open_step(bundle, bundle.components[name], v, backend, threads)
+    except BaseException:
+        for step in steps.values():
+            step.close()
+        raise
+    if target != MODEL:
+        step = steps[target]
+
+        def make_one(batch: int):
+            feeds = itertools.cycle(_batches(inputs, target, batch))
+            return lambda: step.run(next(feeds))[1]
+
+        return OpenTarget(make_one, step.device, mapping, list(steps.values()))
+    return OpenTarget(_model_runs(bundle, inputs, steps), steps[bundle.fusion.name].device, mapping,
+                      list(steps.values()))
+
+
+def _model_runs(bundle: Bundle, inputs: BenchInputs, steps: dict[str, Step]):
+    """make_run(batch) for the whole model: every encoder, then the fusion head on their embeddings."""
+    encoders = {c.modality: c.name for c in bundle.encoders}
+    fusion = steps[bundle.fusion.name]
 
     def make_run(batch: int):
         feeds = itertools.cycle(list(zip(*(_batches(inputs, name, batch) for name in encoders.values()))))
@@ -85,15 +104,15 @@ def open_target(bundle: Bundle, inputs: BenchInputs, target: str, backend: str, 
         def run_once() -> float | None:
             copies, embeddings = [], {}
             for (modality, name), encoder_feeds in zip(encoders.items(), next(feeds)):
-                outputs, copied = steps[name][0](encoder_feeds)
+                outputs, copied = steps[name].run(encoder_feeds)
                 embeddings[modality] = outputs[EMBEDDING]
                 copies.append(copied)
-            copies.append(steps[fusion][0](fusion_feeds(bundle, embeddings, batch))[1])
+            copies.append(fusion.run(bundle_fusion_feeds(bundle, embeddings, count=batch))[1])
             return None if None in copies else sum(copies)
 
         return run_once
 
-    return make_run, steps[fusion][1], mapping
+    return make_run
 
 
 def _batches(inputs: BenchInputs, component: str, batch: int) -> list[dict]:
@@ -102,37 +121,46 @@ def _batches(inputs: BenchInputs, component: str, batch: int) -> list[dict]:
 
 
 def measure_group(bundle, inputs, target, backend, variant, threads, batches, settings, macs, peak, say) -> list[dict]:
-    """Rows for one target x backend x variant x thread count over its batch sizes."""
-    base = {"target": target, "backend": backend, "variant": variant, "threads": threads}
+    """Rows for one target x backend x variant x thread count over its batch sizes; the engines are
+    closed when they are measured."""
+    base = {"target": target, "backend": backend.value, "variant": variant, "threads": threads}
     try:
-        make_run, device, mapping = open_target(bundle, inputs, target, backend, variant, threads)
+        opened = open_target(bundle, inputs, target, backend, variant, threads)
     except FusionRTError as e:
         error = " ".join(str(e).split())  # one line: library messages may carry newlines
         for batch in batches:
-            say(f"{target} {variant} {backend} t{threads} b{batch}: ERROR {error}")
+            say(f"{target} {variant} {backend.value} t{threads} b{batch}: ERROR {error}")
         return [{**base, "batch": b, "status": "error", "error": error} for b in batches]
     rows = []
-    for batch in batches:
-        row = {**base, "batch": batch, "device": device, "components": mapping}
-        try:
-            run_once = make_run(batch)
-            timed_window(run_once, settings.warmup_ms, 2)
-            measured = measure_until_stable(
-                lambda: timed_window(run_once, settings.window_ms, settings.min_runs), max_windows=settings.max_windows
-            )
-        except FusionRTError as e:
-            error = " ".join(str(e).split())
-            say(f"{target} {variant} {backend} t{threads} b{batch}: ERROR {error}")
-            rows.append({**row, "status": "error", "error": error})
-            continue
-        row.update(status="ok", error=None, **measured.summary(batch))
-        if row["copy_ms"] is None:
-            row["copy_ms"] = COPY_NOT_SEPARATED[backend]
-        row.update(macs.row_figures(backend, mapping, batch, row, peak))
-        say(f"{target} {variant} {backend} t{threads} b{batch}: p50 {row['latency_ms']['p50']:.3f} ms, "
-            f"{row['windows']} windows{'' if row['stable'] else ' (UNSTABLE)'}")
-        rows.append(row)
+    try:
+        for batch in batches:
+            row = {**base, "batch": batch, "device": opened.device, "components": opened.components}
+            rows.append(_measure_point(opened, row, backend, settings, macs, peak, say))
+    finally:
+        opened.close()
     return rows
+
+
+def _measure_point(opened: OpenTarget, row: dict, backend: Backend, settings: BenchSettings, macs, peak, say) -> dict:
+    """`row` completed with the figures of one batch size, or with its error."""
+    point = f"{row['target']} {row['variant']} {backend.value} t{row['threads']} b{row['batch']}"
+    try:
+        run_once = opened.make_run(row["batch"])
+        timed_window(run_once, settings.warmup_ms, 2)
+        measured = measure_until_stable(
+            lambda: timed_window(run_once, settings.window_ms, settings.min_runs), max_windows=settings.max_windows
+        )
+    except FusionRTError as e:
+        error = " ".join(str(e).split())
+        say(f"{point}: ERROR {error}")
+        return {**row, "status": "error", "error": error}
+    row.update(status="ok", error=None, **measured.summary(row["batch"]))
+    if row["copy_ms"] is None:
+        row["copy_ms"] = COPY_NOT_SEPARATED[backend]
+    row.update(macs.row_figures(backend, opened.components, row["batch"], row, peak))
+    flag = "" if row["stable"] else " (UNSTABLE)"
+    say(f"{point}: p50 {row['latency_ms']['p50']:.3f} ms, {row['windows']} windows{flag}")
+    return row
 
 
 class MacCounter:
@@ -142,12 +170,12 @@ class MacCounter:
         self.bundle, self.inputs, self.counting = bundle, inputs, counting
         self._cache: dict[tuple[Path, int], tuple[int, tuple[str, ...]]] = {}
 
-    def row_figures(self, backend: str, mapping: dict[str, str], batch: int, row: dict, peak: dict) -> dict:
+    def row_figures(self, backend: Backend, mapping: dict[str, str], batch: int, row: dict, peak: dict) -> dict:
         if not self.counting:
             return {"macs": None, "gflops": None, "peak_fraction": None}
         total, unresolved = 0, []
         for name, variant in mapping.items():
-            path = source_file(self.bundle, self.bundle.components[name], backend, variant)
+            path = source_file(self.bundle.components[name], backend, variant)
             count, missing = self._count(path, name, batch)
             total += count
             unresolved += missing
@@ -173,12 +201,11 @@ class MacCounter:
         return self._cache[(path, batch)]
 
 
-def source_file(bundle: Bundle, component: Component, backend: str, variant: str) -> Path:
+def source_file(component: Component, backend: Backend, variant: str) -> Path:
     """The ONNX file whose graph a row's MACs are counted from (the torch reference computes what fp32 does;
     a TensorRT engine what its source variant does)."""
-    if backend == TORCH:
+    if backend is Backend.TORCH:
         return component.variant("fp32").path
-    if backend == TENSORRT_NATIVE:
-        engine = bundle.manifest["components"][component.name]["engines"][variant]
-        return component.variant(engine["source_variant"]).path
+    if backend is Backend.TENSORRT:
+        return component.variant(component.engine(variant).source_variant).path
     return component.variant(variant).path

@@ -24,6 +24,8 @@ WINDOW = 800
 MAX_LENGTH = 8
 LABELS = ("a", "b", "c", "d")
 WORDS = ("red", "green", "blue", "big", "small", "cat", "dog", "runs", "sits", "the")
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+COMPONENTS = ("text_encoder", "image_encoder", "audio_encoder", "fusion")
 
 
 def _model(nodes, name, inputs, outputs, initializers, *, check: bool = True) -> onnx.ModelProto:
@@ -204,15 +206,24 @@ def audio_encoder(rng: np.random.Generator) -> onnx.ModelProto:
     return _model(nodes, "audio_encoder", [x], [y], init)
 
 
-def text_encoder(rng: np.random.Generator, vocab_size: int) -> onnx.ModelProto:
+def text_encoder(rng: np.random.Generator, vocab_size: int, *, token_type_ids: bool = False) -> onnx.ModelProto:
+    """Masked mean of an embedding table; with `token_type_ids`, a BERT-like third input whose type
+    embedding is added to each token's."""
     init = {
         "table": rng.normal(0, 1, (vocab_size, 16)).astype(np.float32),
         "axis1": np.array([1], np.int64),
         "w": rng.normal(0, 0.25, (16, EMBED)).astype(np.float32),
         "one": np.array(1.0, np.float32),
     }
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["tokens"], name="embed"),
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["tokens" if not token_type_ids else "words"],
+                              name="embed")]
+    if token_type_ids:
+        init["type_table"] = rng.normal(0, 1, (2, 16)).astype(np.float32)
+        nodes += [
+            helper.make_node("Gather", ["type_table", "token_type_ids"], ["types"], name="embed_types"),
+            helper.make_node("Add", ["words", "types"], ["tokens"], name="add_types"),
+        ]
+    nodes += [
         helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT, name="mask_float"),
         helper.make_node("Unsqueeze", ["mask", "axis1"], ["mask3"], name="mask_axis"),
         helper.make_node("Transpose", ["mask3"], ["mask_t"], perm=[0, 2, 1], name="mask_t"),
@@ -223,10 +234,10 @@ def text_encoder(rng: np.random.Generator, vocab_size: int) -> onnx.ModelProto:
         helper.make_node("Div", ["summed", "safe_count"], ["pooled"], name="mean"),
         helper.make_node("MatMul", ["pooled", "w"], ["embedding"], name="project"),
     ]
-    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])
-    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])
+    names = TEXT_INPUTS if token_type_ids else TEXT_INPUTS[:2]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in names]
     y = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED])
-    return _model(nodes, "text_encoder", [ids, mask], [y], init)
+    return _model(nodes, "text_encoder", inputs, [y], init)
 
 
 def fusion_head(rng: np.random.Generator, modalities=("text", "image", "audio")) -> onnx.ModelProto:
@@ -266,28 +277,57 @@ def _spec(name, dtype, shape) -> dict:
     return {"name": name, "dtype": dtype, "shape": list(shape)}
 
 
-def write_bundle(root: Path, seed: int = 0) -> Path:
-    """A 3-encoder + fusion bundle under `root`, manifest written with fusionrt.bundle.write_manifest."""
+def write_bundle(root: Path, seed: int = 0, *, channel_order: str = "bgr", token_type_ids: bool = False,
+                 names: dict[str, str] | None = None) -> Path:
+    """A 3-encoder + fusion bundle under `root`, manifest written with fusionrt.bundle.write_manifest.
+
+    `channel_order`: the image encoder's; `token_type_ids`: the text encoder takes a third input;
+    `names`: other component names (e.g. {"image_encoder": "vision"}), for code that must find
+    components by role.
+    """
     from fusionrt.bundle import FORMAT, FORMAT_VERSION, write_manifest
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     vocab_size = write_tokenizer(root / "tokenizer")
     models = {
-        "text_encoder": text_encoder(rng, vocab_size),
+        "text_encoder": text_encoder(rng, vocab_size, token_type_ids=token_type_ids),
         "image_encoder": image_encoder(rng),
         "audio_encoder": audio_encoder(rng),
         "fusion": fusion_head(rng),
     }
+    named = {c: (names or {}).get(c, c) for c in COMPONENTS}
     for name, model in models.items():
-        onnx.save(model, str(root / f"{name}.fp32.onnx"))
+        onnx.save(model, str(root / f"{named[name]}.fp32.onnx"))
     embedding = [_spec("embedding", "float32", ["batch", EMBED])]
     variants = lambda name: {  # noqa: E731
-        "fp32": {"file": f"{name}.fp32.onnx", "precision": "fp32", "exporter": "onnx.helper"}
+        "fp32": {"file": f"{named[name]}.fp32.onnx", "precision": "fp32", "exporter": "onnx.helper"}
     }
     encoder = lambda name, modality, inputs, pre: {  # noqa: E731
         "role": "encoder", "modality": modality, "rate_hz": 10.0, "inputs": inputs, "outputs": embedding,
         "preprocessing": pre, "variants": variants(name), "default_variant": "fp32",
+    }  # fmt: skip
+    text_inputs = TEXT_INPUTS if token_type_ids else TEXT_INPUTS[:2]
+    components = {
+        "text_encoder": encoder(
+            "text_encoder", "text", [_spec(n, "int64", ["batch", "sequence"]) for n in text_inputs],
+            {"max_length": MAX_LENGTH, "padding": "max_length"},
+        ),
+        "image_encoder": encoder(
+            "image_encoder", "image", [_spec("image", "uint8", ["batch", IMAGE, IMAGE, 3])],
+            {"height": IMAGE, "width": IMAGE, "channel_order": channel_order},
+        ),
+        "audio_encoder": encoder(
+            "audio_encoder", "audio", [_spec("audio", "float32", ["batch", WINDOW])],
+            {"sample_rate": SAMPLE_RATE, "window_samples": WINDOW},
+        ),
+        "fusion": {
+            "role": "fusion", "modality": None, "rate_hz": None,
+            "inputs": [_spec(m, "float32", ["batch", EMBED]) for m in ("text", "image", "audio")]
+            + [_spec("presence", "float32", ["batch", 3])],
+            "outputs": [_spec("logits", "float32", ["batch", len(LABELS)])],
+            "preprocessing": {}, "variants": variants("fusion"), "default_variant": "fp32",
+        },
     }  # fmt: skip
     manifest = {
         "format": FORMAT,
@@ -295,28 +335,7 @@ def write_bundle(root: Path, seed: int = 0) -> Path:
         "created": "2024-01-01T00:00:00+00:00",
         "task": {"kind": "classification", "labels": list(LABELS)},
         "modalities": ["text", "image", "audio"],
-        "components": {
-            "text_encoder": encoder(
-                "text_encoder", "text",
-                [_spec("input_ids", "int64", ["batch", "sequence"]), _spec("attention_mask", "int64", ["batch", "sequence"])],
-                {"max_length": MAX_LENGTH, "padding": "max_length"},
-            ),
-            "image_encoder": encoder(
-                "image_encoder", "image", [_spec("image", "uint8", ["batch", IMAGE, IMAGE, 3])],
-                {"height": IMAGE, "width": IMAGE, "channel_order": "bgr"},
-            ),
-            "audio_encoder": encoder(
-                "audio_encoder", "audio", [_spec("audio", "float32", ["batch", WINDOW])],
-                {"sample_rate": SAMPLE_RATE, "window_samples": WINDOW},
-            ),
-            "fusion": {
-                "role": "fusion", "modality": None, "rate_hz": None,
-                "inputs": [_spec(m, "float32", ["batch", EMBED]) for m in ("text", "image", "audio")]
-                + [_spec("presence", "float32", ["batch", 3])],
-                "outputs": [_spec("logits", "float32", ["batch", len(LABELS)])],
-                "preprocessing": {}, "variants": variants("fusion"), "default_variant": "fp32",
-            },
-        },  # fmt: skip
+        "components": {named[name]: entry for name, entry in components.items()},
         "tokenizer": "tokenizer",
         "tools": {},
     }

@@ -7,7 +7,6 @@ import soundfile
 from calibration_models import IMAGE, MAX_LENGTH, SAMPLE_RATE, WINDOW, Items
 
 from fusionrt.calibration import CalibrationSet, CalibrationWarning, FeedsReader, reader_for
-from fusionrt.calibration.host import HostSpec, ImageSpec, resize_image
 from fusionrt.errors import CalibrationError
 
 
@@ -135,13 +134,11 @@ def test_missing_modality_is_a_clear_error(tmp_path, bundle):
     assert calib.feeds("fusion")[0]["presence"][0].tolist() == [1, 0, 0]
 
 
-def test_resize_follows_the_models_channel_order():
-    bgr = np.zeros((4, 6, 3), np.uint8)
-    bgr[..., 0] = 255  # blue
-    rgb = resize_image(bgr, ImageSpec(2, 3, "rgb"))
-    assert rgb.shape == (2, 3, 3) and np.all(rgb[..., 2] == 255) and np.all(rgb[..., 0] == 0)
-    spec_only = CalibrationSet.from_data(HostSpec(image=ImageSpec(2, 3)), Items(2, seed=0))
-    assert spec_only.images.shape == (2, 2, 3, 3)
+def test_a_set_is_built_for_a_bundle_only(bundle):
+    with pytest.raises(CalibrationError, match="expected a Bundle or a bundle directory, found dict"):
+        CalibrationSet.from_data({"height": 2, "width": 3}, Items(2, seed=0))
+    with pytest.raises(CalibrationError, match="unknown component 'image'.*image_encoder"):
+        CalibrationSet.from_data(bundle, Items(2, seed=0)).feeds("image")
 
 
 def test_labelled_directory_aligns_items_and_labels(tmp_path, bundle):

@@ -7,17 +7,17 @@ import pytest
 from calibration_models import IMAGE, MAX_LENGTH
 
 from fusionrt.bundle import Component, TensorSpec
-from fusionrt.calibration import (
+from fusionrt.calibration import engine_bundle
+from fusionrt.errors import EngineError
+from fusionrt.runtime.engine_fingerprint import (
     EngineFingerprint,
     ProfileLimits,
     changed_fields,
     check_fingerprint,
-    engine_bundle,
-    import_tensorrt,
     ort_tensorrt_options,
     profiles_from_manifest,
 )
-from fusionrt.errors import EngineError
+from fusionrt.runtime.tensorrt_engine import import_tensorrt
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ from calibration_models import LABELS, Items
 
 from fusionrt.bundle import load
 from fusionrt.calibration import BundleRunner, CalibrationSet, evaluate, evaluate_bundle
-from fusionrt.errors import CalibrationError
+from fusionrt.errors import BundleError, CalibrationError
 
 
 def test_evaluation_runs_the_onnx_files_and_writes_reports(bundle_dir, heldout):
@@ -36,8 +37,8 @@ def test_a_missing_modality_degrades_instead_of_failing(bundle, heldout):
 
 
 def test_bad_requests_are_named(bundle, heldout):
-    with pytest.raises(CalibrationError, match="int4"):
-        evaluate(bundle, heldout, ["int4"], write=False)
+    with pytest.raises(BundleError, match=r"no component of bundle .* has a variant 'int4'; it has \['default', 'fp32'\]"):
+        evaluate(bundle, heldout, ["fp32", "int4"], write=False)  # refused before anything runs
     unlabelled = CalibrationSet.from_data(bundle, Items(4, seed=0))
     unlabelled.labels = None
     with pytest.raises(CalibrationError, match="no labels"):
@@ -45,3 +46,23 @@ def test_bad_requests_are_named(bundle, heldout):
     short = CalibrationSet(bundle, images=heldout.images[:3], labels=heldout.labels)
     with pytest.raises(CalibrationError, match="3 image items for 120 labels"):
         BundleRunner(bundle, short)
+
+
+def test_a_failure_while_writing_the_reports_leaves_the_bundle_as_it_was(bundle_dir, heldout, monkeypatch):
+    evaluate_module = importlib.import_module("fusionrt.calibration.evaluate")  # the package's `evaluate` is the function
+    before = {p.relative_to(bundle_dir): p.read_bytes() for p in bundle_dir.rglob("*") if p.is_file()}
+    drawn = []
+
+    def draw_then_fail(matrix, labels, path, title):
+        if drawn:
+            raise OSError("disk full")
+        path.write_bytes(b"\x89PNG partial")
+        drawn.append(path)
+
+    monkeypatch.setattr(evaluate_module, "save_confusion_png", draw_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        evaluate_bundle(bundle_dir, heldout, ["fp32", "default"])
+    assert drawn and not drawn[0].exists()  # the first PNG was staged, then discarded
+    assert {p.relative_to(bundle_dir): p.read_bytes() for p in bundle_dir.rglob("*") if p.is_file()} == before
+    load(bundle_dir)
+    assert sorted(p.name for p in bundle_dir.parent.iterdir()) == [bundle_dir.name]

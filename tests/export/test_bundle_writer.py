@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from export_modules import (
@@ -10,6 +11,7 @@ from export_modules import (
     fusion_inputs,
     image_inputs,
     tiny_tokenizer,
+    token_inputs,
 )
 
 from fusionrt.bundle import describe
@@ -78,6 +80,22 @@ def test_bundle_text_encoder_runs_on_tokenizers_output(exported_bundle):
         np.testing.assert_allclose(got["embedding"], expected, atol=atol)
 
 
+def test_text_encoder_exports_with_dynamic_batch_and_sequence(exported_bundle):
+    """As Optimum does: every integer input of a text encoder is [batch, sequence] in the ONNX file itself."""
+    bundle, _, encoders, *_ = exported_bundle
+    text = bundle.encoder("text")
+    assert (text.input.input_names, text.input.max_length) == (("input_ids", "attention_mask"), 16)
+    feeds = {k: v.numpy() for k, v in token_inputs(batch=3, length=13).items()}  # the example is 2 x 6
+    with torch.no_grad():
+        expected = encoders["text"].eval()(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    for variant, atol in (("fp32", 1e-5), ("fp16", 2e-2)):
+        graph = onnx.load(text.variant(variant).path).graph
+        dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.input}
+        assert dims == {"input_ids": ["batch", "sequence"], "attention_mask": ["batch", "sequence"]}
+        got = OrtEngine(text.variant(variant).path).run(feeds)["embedding"]
+        np.testing.assert_allclose(got, expected, atol=atol)
+
+
 def test_describe_lists_components_and_parity(exported_bundle):
     bundle, *_ = exported_bundle
     text = describe(bundle)
@@ -105,26 +123,29 @@ def test_non_empty_out_dir_is_refused_and_force_replaces_it(tmp_path):
 
     bundle = export_bundle(
         encoders, fusion, out, example_inputs=examples, labels=["a", "b", "c", "d"], force=True, fp16=False,
-        rates={"image": 15.0}, preprocessing={"image_encoder": {"height": 16}}, progress=lambda line: None,
+        rates={"image": 15.0}, preprocessing={"image_encoder": {"height": 16, "channel_order": "rgb"}},
+        progress=lambda line: None,
     )  # fmt: skip
     assert not (out / "old.txt").exists()
     assert sorted(bundle.encoder("image").variants) == ["fp32"] and bundle.tokenizer_dir is None
-    assert bundle.encoder("image").rate_hz == 15.0 and bundle.encoder("image").preprocessing == {"height": 16}
+    image = bundle.encoder("image")
+    assert image.rate_hz == 15.0 and image.preprocessing == {"height": 16, "channel_order": "rgb"}
+    assert (image.input.height, image.input.width, image.input.channel_order) == (16, 16, "rgb")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
 def test_failure_mid_export_leaves_nothing_behind(tmp_path):
     encoders, _, examples = small_bundle_args()
-    examples["fusion"] = {"image": torch.randn(2, 4, 4), "presence": torch.ones(2, 1)}
+    examples["fusion"] = {"image": torch.randn(2, 8), "presence": torch.ones(2, 1)}
 
-    class BrokenFusion(SymmetricEigenvalues):
+    class BrokenFusion(SymmetricEigenvalues):  # keeps the contract (logits [batch, 2]) but cannot be exported
         def forward(self, image, presence):
-            return super().forward(image) * presence
+            return super().forward(image.view(-1, 2, 4)) * presence
 
     lines = []
     out = tmp_path / "bundles" / "demo"
     with pytest.raises(ExportError, match="cannot export fusion to fusion.fp32.onnx: op aten._linalg_eigh"):
-        export_bundle(encoders, BrokenFusion(), out, example_inputs=examples, labels=["a"], progress=lines.append)
+        export_bundle(encoders, BrokenFusion(), out, example_inputs=examples, labels=["a", "b"], progress=lines.append)
     assert lines and lines[0].startswith("[1/2] image_encoder: exported")  # the encoder was done when it failed
     assert not out.exists()
     assert list((tmp_path / "bundles").iterdir()) == []

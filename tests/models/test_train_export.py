@@ -9,11 +9,12 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from fusionrt.bundle import load
+import fusionrt.bundle.format
+from fusionrt.bundle import load, sha256_of
 from fusionrt.cli import main
 from fusionrt.config import config_from_dict, save_config
 from fusionrt.data import digits_from_config
-from fusionrt.errors import ModelError
+from fusionrt.errors import ConfigError, ModelError
 from fusionrt.models import MultimodalModel, build_tokenizer
 from fusionrt.runtime.engine import OrtEngine
 from fusionrt.models.train import load_checkpoint, modality_dropout_mask, tensors_from_digits, train
@@ -51,12 +52,20 @@ def test_modality_dropout_never_hides_everything():
     assert 0.4 < presence.mean() < 0.7
 
 
-def test_exported_bundle_answers_like_pytorch(tiny_run, tmp_path):
+def test_exported_bundle_answers_like_pytorch(tiny_run, tmp_path, monkeypatch):
     root, config, result = tiny_run
     out = tmp_path / "bundle"
+    hashed = []
+    counting = lambda path: hashed.append(path.name) or sha256_of(path)  # noqa: E731
+    monkeypatch.setattr(fusionrt.bundle.format, "sha256_of", counting)
     assert main(["export", "--config", str(root / "tiny.yaml"), "--checkpoint", str(result.checkpoint), "--out", str(out)]) == 0
+    monkeypatch.undo()
     bundle = load(out)
+    assert sorted(hashed) == sorted(Path(f).name for f in bundle.manifest["files"])  # every file hashed once
     assert set(bundle.components) == {"text_encoder", "image_encoder", "audio_encoder", "fusion"}
+    assert bundle.manifest["reference"] == {"config": "reference/config.yaml", "weights": "reference/model.safetensors"}
+    assert (bundle.reference.weights.read_bytes() == result.checkpoint.read_bytes())
+    assert config_from_dict(yaml.safe_load(bundle.reference.config.read_text())) == config
     report = bundle.report("export")
     for name in bundle.components:
         assert report["components"][name]["variants"]["fp32"]["parity"]["outputs"]
@@ -112,6 +121,14 @@ def test_cli_bad_inputs_exit_nonzero_with_one_line(tiny_run, tmp_path, capsys):
     assert main(["export", "--config", cfg, "--checkpoint", str(result.checkpoint), "--out", str(occupied)]) == 1
     assert "--force" in capsys.readouterr().err
     assert (occupied / "keep.txt").read_text() == "user data"
+
+
+def test_configs_saved_before_the_rates_moved_still_load(tmp_path):
+    """Runs and bundles' reference configs written with model.text/image.rate_hz (now export's DEFAULT_RATES_HZ)."""
+    old = {**TINY, "model": {**TINY["model"], "text": {**TINY["model"]["text"], "rate_hz": 1.0}, "image": {"rate_hz": 30.0}}}
+    assert config_from_dict(old).model.text == config_from_dict(TINY).model.text
+    with pytest.raises(ConfigError, match="unknown key model.audio.rate_hz"):
+        config_from_dict({"model": {"audio": {"rate_hz": 10.0}}})
 
 
 def test_checkpoint_config_mismatch_names_the_tensor(tiny_run, tmp_path):

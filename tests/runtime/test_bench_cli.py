@@ -2,7 +2,6 @@
 batch, MACs as hand-computed, report formats, skipped backends with reasons, a variant that fails
 at run time reported as rows with its error while the rest has numbers, and bad input."""
 
-import copy
 import csv
 import json
 import subprocess
@@ -15,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from runtime_models import E, LABELS, WINDOW, _save, write_bundle
 
 from fusionrt import cli
-from fusionrt.bundle import load, write_manifest
+from fusionrt.bundle import edit, load
 from fusionrt.runtime.bench import BenchSettings, bench_bundle
 from fusionrt.runtime.bench.report import CSV_COLUMNS, to_csv, to_json, to_markdown, write_png
 
@@ -35,11 +34,10 @@ def add_broken_audio_variant(root):
     graph = helper.make_graph(nodes, "audio_encoder",
                               [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", WINDOW])],
                               [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", E])], init)
-    _save(graph, root / "audio_encoder.int8.onnx")
-    manifest = copy.deepcopy(load(root).manifest)
-    variants = manifest["components"]["audio_encoder"]["variants"]
-    variants["int8"] = {"file": "audio_encoder.int8.onnx", "precision": "int8"}
-    write_manifest(root, manifest)
+    with edit(root) as change:
+        _save(graph, change.stage("audio_encoder.int8.onnx"))
+        variants = change.manifest["components"]["audio_encoder"]["variants"]
+        variants["int8"] = {"file": "audio_encoder.int8.onnx", "precision": "int8"}
 
 
 @pytest.fixture(scope="module")
@@ -187,9 +185,8 @@ def test_accuracy_from_eval_json_goes_into_the_scatter(tmp_path):
         "int8": {"components": {"text_encoder": "fp32", "image_encoder": "int8", "audio_encoder": "fp32",
                                 "fusion": "fp32"}, "accuracy": 0.85},
     }}  # fmt: skip
-    (bundle_dir / "reports").mkdir()
-    (bundle_dir / "reports" / "eval.json").write_text(json.dumps(evaluation))
-    write_manifest(bundle_dir, load(bundle_dir).manifest)
+    with edit(bundle_dir) as change:
+        change.write_json("reports/eval.json", evaluation)
     report = bench_bundle(bundle_dir, components=["model"], backends=["ort-cpu"], threads=[1], batches=[1],
                           settings=BenchSettings(window_ms=2, max_windows=3, warmup_ms=1, gemm_size=32),
                           progress=lambda line: None)  # fmt: skip
@@ -211,6 +208,7 @@ def test_accuracy_from_eval_json_goes_into_the_scatter(tmp_path):
     ("args", "message"),
     [
         (["--backends", "cuda"], "bench --backends 'cuda'; expected some of"),
+        (["--backends", "ort"], "bench pins one ONNX Runtime provider per backend"),
         (["--threads", "1,x"], "--threads '1,x': expected comma-separated whole numbers"),
         (["--batches", "0"], "bench --batches [0]; expected positive whole numbers"),
         (["--component", "lidar_encoder"], "bench --component 'lidar_encoder'"),
@@ -235,3 +233,17 @@ def test_bench_package_imports_no_torch_onnx_or_matplotlib():
     code = ("import sys, fusionrt.runtime.bench;"
             "bad = [m for m in ('torch', 'onnx', 'matplotlib') if m in sys.modules]; assert not bad, bad")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_machine_fingerprint_reads_versions_without_importing_torch():
+    code = ("import sys; from fusionrt.runtime.bench.machine import fingerprint; m = fingerprint();"
+            "assert 'torch' not in sys.modules, 'torch imported'; assert m['versions']['numpy']")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_backends_are_the_runtime_enumeration():
+    from fusionrt.runtime.backend import Backend
+    from fusionrt.runtime.bench.backends import BENCHED, parse_backends
+
+    assert BENCHED[0] is Backend.TORCH and set(BENCHED) == set(Backend) - {Backend.ORT}
+    assert parse_backends(["tensorrt", Backend.ORT_CPU]) == [Backend.ORT_CPU, Backend.TENSORRT]

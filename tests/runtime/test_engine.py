@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from runtime_models import audio_encoder
 
-from fusionrt.errors import EngineError
+from fusionrt.bundle import TensorSpec
+from fusionrt.errors import ConfigError, EngineError
+from fusionrt.runtime.backend import Backend, Engine, open_engine
 from fusionrt.runtime.engine import CPU, CUDA, OrtEngine, fallback_reason, resolve_providers
 
 
@@ -57,3 +59,33 @@ def test_wrong_shape_or_dtype_is_named_before_onnxruntime_sees_it(model_path):
         engine.run({"audio": np.zeros((2, 16000), np.float32)})
     with pytest.raises(EngineError, match=r"input 'audio' is float64"):
         engine.run({"audio": np.zeros((1, 200))})
+
+
+def test_the_engine_reports_its_io_and_refuses_to_run_once_closed(model_path):
+    engine = OrtEngine(model_path, threads=1)
+    assert isinstance(engine, Engine)  # the protocol's members, all of them
+    assert engine.input_specs() == (TensorSpec("audio", "float32", ("batch", 200)),)
+    assert engine.output_specs() == (TensorSpec("embedding", "float32", ("batch", 4)),)
+    providers = engine.providers
+    engine.close()
+    assert engine.providers == providers  # still says where it ran
+    with pytest.raises(EngineError, match="audio.onnx: the engine is closed"):
+        engine.run({"audio": np.zeros((1, 200), np.float32)})
+    engine.close()  # closing twice is harmless
+
+
+def test_one_backend_enumeration_pins_providers(tmp_path):
+    from runtime_models import write_bundle
+
+    from fusionrt.bundle import load
+
+    assert [b.value for b in Backend] == ["ort", "ort-cpu", "ort-cuda", "ort-tensorrt", "torch", "tensorrt"]
+    assert Backend.parse("ort-cpu") is Backend.ORT_CPU and Backend.ORT_CPU.providers == (CPU,)
+    with pytest.raises(ConfigError, match="backend 'onnx'; expected one of"):
+        Backend.parse("onnx")
+    bundle = load(write_bundle(tmp_path / "b", modalities=("image", "audio")))
+    engine = open_engine(bundle, bundle.fusion, "fp32", Backend.ORT_CPU, threads=1)
+    assert engine.providers == [CPU]
+    engine.close()
+    with pytest.raises(ConfigError, match="backend ort-cpu runs on CPUExecutionProvider"):
+        open_engine(bundle, bundle.fusion, "fp32", "ort-cpu", providers=[CUDA])

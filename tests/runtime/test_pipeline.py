@@ -16,15 +16,16 @@ from runtime_models import (
     image_encoder, write_bundle,
 )  # fmt: skip
 
-from fusionrt.bundle import TensorSpec, load
+from fusionrt.bundle import Component, FusionInput, ImageInput, TensorSpec, load, write_manifest
 from fusionrt.errors import BundleError, ConfigError, EngineError
 from fusionrt.frame import Modality
 from fusionrt.runtime.budget import Budget, OverrunPolicy, StageBudget
 from fusionrt.runtime.engine import OrtEngine
-from fusionrt.runtime.pipeline import Pipeline, Trigger
+from fusionrt.runtime.pipeline import Pipeline
 from fusionrt.runtime.sinks import JsonlSink
 from fusionrt.runtime.sources import Replay
 from fusionrt.runtime.stages import EncoderStage, FusionStage
+from fusionrt.runtime.trigger import Trigger
 
 DET = Replay.DETERMINISTIC
 HEAVY = 10  # 10 x (512 x 512) MatMuls: ~25 ms per image on this CPU
@@ -38,6 +39,20 @@ def bundle_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def heavy_bundle_dir(tmp_path_factory):
     return write_bundle(tmp_path_factory.mktemp("heavy") / "b", heavy_image=HEAVY, fast_int8_image=True)
+
+
+@pytest.fixture
+def closed(monkeypatch):
+    """The file names of the OrtEngines closed while the test runs, in order."""
+    names = []
+    close = OrtEngine.close
+
+    def spy(self):
+        names.append(self.path.name)
+        close(self)
+
+    monkeypatch.setattr(OrtEngine, "close", spy)
+    return names
 
 
 def superseded(summary) -> int:
@@ -253,11 +268,10 @@ def broken_image_encoder(path):
 
 def stages_with(bundle_dir, image_engines):
     bundle = load(bundle_dir)
-    component, head = bundle.encoder("image"), bundle.fusion
-    image = EncoderStage("image", image_engines, inputs=component.inputs, outputs=component.outputs,
-                         preprocessing=component.preprocessing)
-    fusion = FusionStage([("fp32", OrtEngine(head.variant().path, threads=1))], modalities=bundle.modalities,
-                         inputs=head.inputs, outputs=head.outputs, labels=bundle.labels)
+    head = bundle.fusion
+    image = EncoderStage(bundle.encoder("image"), image_engines)
+    fusion = FusionStage(head, [("fp32", OrtEngine(head.variant().path, threads=1))], contract=bundle.fusion_input,
+                         labels=bundle.labels)
     return {"image": image}, fusion
 
 
@@ -386,15 +400,90 @@ def test_wiring_mistakes_are_refused_before_the_first_frame(bundle_dir, tmp_path
         Pipeline.from_bundle(bundle_dir, {"image": image}, variant="int4")
 
 
-def test_a_bundle_whose_fusion_does_not_fit_its_encoders_is_refused(tmp_path):
+def test_a_bundle_whose_fusion_does_not_fit_its_encoders_is_refused_at_load(tmp_path):
     root = write_bundle(tmp_path / "b", modalities=("image", "audio"))
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["components"]["fusion"]["inputs"][0]["shape"] = ["batch", 7]
-    from fusionrt.bundle import write_manifest
+    with pytest.raises(BundleError, match="fusion.inputs.image takes \\[batch, 7\\] but components.image_encoder "
+                                          "gives \\[batch, 4\\]"):  # fmt: skip
+        write_manifest(root, manifest)
 
+
+def wider_in_the_manifest(root):
+    """The image embedding declared 7 wide in the manifest, on both sides, while the model files give 4."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["components"]["image_encoder"]["outputs"][0]["shape"] = ["batch", 7]
+    manifest["components"]["fusion"]["inputs"][0]["shape"] = ["batch", 7]
     write_manifest(root, manifest)
-    with pytest.raises(BundleError, match="fusion \\(fp32\\): image is float32 \\['batch', 4\\] in the model file"):
+    return root
+
+
+def test_model_files_that_disagree_with_the_manifest_are_refused_and_what_was_opened_is_closed(tmp_path, closed):
+    root = wider_in_the_manifest(write_bundle(tmp_path / "b", modalities=("image", "audio")))
+    with pytest.raises(BundleError, match="image_encoder \\(fp32\\): embedding is float32 \\['batch', 4\\] in the "
+                                          "model file but float32 \\['batch', 7\\] in the manifest"):  # fmt: skip
         Pipeline.from_bundle(root, {"image": ListSource("image", camera_items(2, 0.1))})
+    assert closed == ["image_encoder.fp32.onnx"]
+    closed.clear()
+    # no image source: the audio stage is built, then the fusion head's file fails its check
+    with pytest.raises(BundleError, match="fusion \\(fp32\\): image is float32 \\['batch', 4\\] in the model file"):
+        Pipeline.from_bundle(root, {"audio": ListSource("audio", audio_items(0.3))})
+    assert closed == ["audio_encoder.fp32.onnx", "fusion.fp32.onnx"]
+
+
+@pytest.mark.parametrize("replay", [Replay.REALTIME, DET])
+def test_the_pipeline_closes_the_engines_it_opened_when_run_ends(bundle_dir, closed, replay):
+    pipeline = Pipeline.from_bundle(bundle_dir, {"image": ListSource("image", camera_items(3, 0.01), replay=replay),
+                                                 "text": ListSource("text", [(0.0, "cat", None)], replay=replay)})
+    assert closed == []
+    summary = pipeline.run()
+    assert summary.results == 3 - superseded(summary)
+    assert sorted(closed) == ["fusion.fp32.onnx", "image_encoder.fp32.onnx", "text_encoder.fp32.onnx"]
+    with pytest.raises(EngineError, match="closed"):
+        pipeline.fusion.engine.run({})
+
+
+def test_engines_are_closed_when_run_raises_and_stages_given_by_the_caller_stay_open(tmp_path, bundle_dir, closed):
+    pipeline = Pipeline.from_bundle(bundle_dir, {"image": ListSource("image", camera_items(20, 0.01))})
+
+    def explode(result):
+        raise RuntimeError("user callback failed")
+
+    with pytest.raises(RuntimeError, match="user callback failed"):
+        pipeline.run(on_result=explode)
+    assert sorted(closed) == ["fusion.fp32.onnx", "image_encoder.fp32.onnx"]
+    closed.clear()
+    encoders, fusion = stages_with(bundle_dir, [("fp32", OrtEngine(image_encoder(tmp_path / "image.onnx"), threads=1))])
+    Pipeline(encoders, fusion, {"image": ListSource("image", camera_items(2, 0.1), replay=DET)}).run()
+    assert closed == []  # the caller opened them, the caller closes them
+
+
+def test_degrade_stages_close_every_variant_they_opened(heavy_bundle_dir, closed):
+    budget = Budget(image=StageBudget(policy=OverrunPolicy.DEGRADE))
+    pipeline = Pipeline.from_bundle(heavy_bundle_dir, {"image": ListSource("image", camera_items(2, 0.1), replay=DET)},
+                                    budget=budget)  # fmt: skip
+    assert pipeline.encoders[Modality.IMAGE].faster_variants == 1
+    pipeline.run()
+    assert sorted(closed) == ["fusion.fp32.onnx", "image_encoder.fp32.onnx", "image_encoder.int8.onnx"]
+
+
+def test_a_variant_name_runs_where_a_component_has_it_and_fp32_elsewhere(tmp_path):
+    root = write_bundle(tmp_path / "b", modalities=("image", "audio"), fast_int8_image=True)
+    (root / "audio_encoder.fp16.onnx").write_bytes((root / "audio_encoder.fp32.onnx").read_bytes())
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["components"]["image_encoder"]["default_variant"] = "int8"
+    manifest["components"]["audio_encoder"]["variants"]["fp16"] = {"file": "audio_encoder.fp16.onnx",
+                                                                   "precision": "fp16"}
+    write_manifest(root, manifest)
+    sources = {"image": ListSource("image", camera_items(2, 0.1)), "audio": ListSource("audio", audio_items(0.3))}
+    pipeline = Pipeline.from_bundle(root, sources, variant="fp16")
+    # the image encoder has no fp16: it runs fp32 (the rule of resolve_variants), not its default int8
+    assert pipeline.encoders[Modality.IMAGE].variant == "fp32"
+    assert pipeline.encoders[Modality.AUDIO].variant == "fp16"
+    pipeline.close()
+    pipeline = Pipeline.from_bundle(root, {"image": ListSource("image", camera_items(2, 0.1))})
+    assert pipeline.encoders[Modality.IMAGE].variant == "int8"  # no request: each component's default
+    pipeline.close()
 
 
 def test_missing_modalities_are_reported_at_start(bundle_dir):
@@ -408,12 +497,19 @@ def test_explicit_stages_build_a_pipeline_without_a_bundle(tmp_path):
     engine = OrtEngine(image_encoder(tmp_path / "image.onnx"), threads=1)
     from runtime_models import fusion_head
 
-    image = EncoderStage("image", [("mine", engine)], inputs=[TensorSpec("image", "uint8", ("batch", 8, 8, 3))],
-                         outputs=[TensorSpec("embedding", "float32", ("batch", 4))], preprocessing={})
+    def component(name, role, modality, inputs, outputs, **typed):
+        return Component(name, role, modality, None, inputs, outputs, {}, {}, "mine", **typed)
+
+    encoder = component("image_encoder", "encoder", "image", (TensorSpec("image", "uint8", ("batch", 8, 8, 3)),),
+                        (TensorSpec("embedding", "float32", ("batch", 4)),), input=ImageInput("image", 8, 8, "bgr"),
+                        embedding_dim=4)  # fmt: skip
+    head = component("fusion", "fusion", None,
+                     (TensorSpec("image", "float32", ("batch", 4)), TensorSpec("presence", "float32", ("batch", 1))),
+                     (TensorSpec("logits", "float32", ("batch", 3)),))  # fmt: skip
+    image = EncoderStage(encoder, [("mine", engine)])
     fusion = FusionStage(
-        [("mine", OrtEngine(fusion_head(tmp_path / "fusion.onnx", ("image",)), threads=1))], modalities=("image",),
-        inputs=[TensorSpec("image", "float32", ("batch", 4)), TensorSpec("presence", "float32", ("batch", 1))],
-        outputs=[TensorSpec("logits", "float32", ("batch", 3))], labels=LABELS,
+        head, [("mine", OrtEngine(fusion_head(tmp_path / "fusion.onnx", ("image",)), threads=1))],
+        contract=FusionInput((Modality.IMAGE,), {Modality.IMAGE: 4}), labels=LABELS,
     )  # fmt: skip
     summary, results = run_collect(Pipeline({"image": image}, fusion, {"image": ListSource("image", camera_items(4, 0.1), replay=DET)}))
     assert len(results) == 4 and results[0].presence == {"image": True}
@@ -422,7 +518,8 @@ def test_explicit_stages_build_a_pipeline_without_a_bundle(tmp_path):
 def test_runtime_modules_import_neither_torch_nor_transformers():
     code = (
         "import sys, fusionrt.runtime.pipeline, fusionrt.runtime.sinks, fusionrt.runtime.stages, "
-        "fusionrt.runtime.metrics, fusionrt.runtime.budget, fusionrt.runtime.preprocess;"
+        "fusionrt.runtime.metrics, fusionrt.runtime.budget, fusionrt.runtime.preprocess, fusionrt.runtime.flow, "
+        "fusionrt.runtime.schedulers, fusionrt.runtime.assembly, fusionrt.runtime.realtime;"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,6 +1,9 @@
-"""Host preprocessing, the stages on real ONNX Runtime sessions, bounded inputs and build-time contracts."""
+"""Host preprocessing, the stages on real ONNX Runtime sessions, bounded inputs and the contracts the
+stages rely on: the manifest's, checked by the bundle loader, and the model file's, checked by the stage."""
 
 from __future__ import annotations
+
+import json
 
 import cv2
 import numpy as np
@@ -10,15 +13,14 @@ from runtime_models import (
     image_encoder, write_bundle,
 )  # fmt: skip
 
-from fusionrt.bundle import TensorSpec, load
-from fusionrt.errors import BundleError, DataError
+from fusionrt.bundle import TensorSpec, load, write_manifest
+from fusionrt.errors import BundleError, ConfigError, DataError, EngineError
 from fusionrt.frame import Frame, Modality
 from fusionrt.runtime.engine import OrtEngine
+from fusionrt.runtime.inboxes import CLOSED, FifoQueue, LatestSlot
 from fusionrt.runtime.preprocess import PcmWindows, TextTokenizer, clean_audio, resize_image
-from fusionrt.runtime.stages import (
-    CLOSED, EncoderStage, FifoQueue, FusionStage, LatestSlot, check_encoder_specs, check_engine_specs,
-    check_fusion_specs, faster_order, softmax,
-)  # fmt: skip
+from fusionrt.runtime.results import softmax
+from fusionrt.runtime.stages import EncoderStage, FusionStage, check_engine_io, faster_order
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +30,21 @@ def bundle(tmp_path_factory):
 
 def stage_of(bundle, modality: str, **kw) -> EncoderStage:
     component = bundle.encoder(modality)
-    return EncoderStage(
-        modality, [("fp32", OrtEngine(component.variant().path, threads=1))], inputs=component.inputs,
-        outputs=component.outputs, preprocessing=component.preprocessing,
-        tokenizer_json=bundle.tokenizer_dir / "tokenizer.json", **kw,
-    )  # fmt: skip
+    return EncoderStage(component, [("fp32", OrtEngine(component.variant().path, threads=1))], **kw)
 
 
 def fusion_of(bundle) -> FusionStage:
     head = bundle.fusion
-    return FusionStage([("fp32", OrtEngine(head.variant().path, threads=1))], modalities=bundle.modalities,
-                       inputs=head.inputs, outputs=head.outputs, labels=bundle.labels, top_k=2)
+    return FusionStage(head, [("fp32", OrtEngine(head.variant().path, threads=1))], contract=bundle.fusion_input,
+                       labels=bundle.labels, top_k=2)
+
+
+def rewritten(root, change):
+    """The bundle at root with its manifest changed by `change(manifest)` (and rehashed)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    write_manifest(root, manifest)
+    return root
 
 
 # -- preprocessing -------------------------------------------------------------------------------
@@ -164,7 +170,7 @@ def test_encoder_stages_compute_the_reference_embeddings(bundle):
     assert embedding.source_frame is frame and embedding.ms >= embedding.engine_ms > 0
 
     audio = stage_of(bundle, "audio")
-    assert (audio.window_samples, audio.hop_samples, audio.sample_rate) == (WINDOW, 100, SAMPLE_RATE)
+    assert (audio.spec.window_samples, audio.hop_samples, audio.spec.sample_rate) == (WINDOW, 100, SAMPLE_RATE)
     window = np.random.default_rng(3).standard_normal(WINDOW).astype(np.float32)
     np.testing.assert_allclose(audio.encode(window, t_ns=0, seq=0, label=None).vector, audio_embedding(window),
                                rtol=1e-5, atol=1e-5)
@@ -232,50 +238,73 @@ def spec(name, dtype, *shape):
     return TensorSpec(name, dtype, tuple(shape))
 
 
-def test_encoder_contract_mismatches_are_bundle_errors():
-    good_out = (spec("embedding", "float32", "batch", 4),)
-    assert check_encoder_specs(Modality.IMAGE, (spec("image", "uint8", "batch", 8, 8, 3),), good_out) == 4
-    cases = [
-        (Modality.IMAGE, (spec("pixels", "uint8", "batch", 8, 8, 3),), good_out, "inputs are \\['pixels'\\]"),
-        (Modality.IMAGE, (spec("image", "float32", "batch", 8, 8, 3),), good_out, "image is float32"),
-        (Modality.IMAGE, (spec("image", "uint8", "batch", 3, 8, 8),), good_out, "expected \\[batch, H, W, 3\\]"),
-        (Modality.AUDIO, (spec("audio", "float32", "batch", 1, 100),), good_out, "3 dimensions|2 dimensions"),
-        (Modality.TEXT, (spec("input_ids", "int64", "b", 8), spec("attention_mask", "int64", "b", 6)), good_out,
-         "disagree"),
-        (Modality.IMAGE, (spec("image", "uint8", "batch", 8, 8, 3),), (spec("features", "float32", "b", 4),),
-         "outputs are"),
-    ]  # fmt: skip
-    for modality, inputs, outputs, message in cases:
-        with pytest.raises(BundleError, match=message):
-            check_encoder_specs(modality, inputs, outputs)
+def test_the_stage_preprocesses_with_the_components_typed_input_spec(tmp_path):
+    root = rewritten(write_bundle(tmp_path / "rgb", modalities=("image", "audio"), hop_s=0.05),
+                     lambda m: m["components"]["image_encoder"]["preprocessing"].update(channel_order="rgb"))
+    bundle = load(root)
+    image = stage_of(bundle, "image")
+    assert image.spec is bundle.encoder("image").input and image.spec.channel_order == "rgb"
+    frame = np.random.default_rng(4).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    resized = cv2.resize(frame, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(image.encode(frame, t_ns=0, seq=0, label=None).vector,
+                               image_embedding(resized[:, :, ::-1]), rtol=1e-5, atol=1e-6)  # fmt: skip
+    assert stage_of(bundle, "audio").hop_samples == 50  # the bundle's hop_s
+    assert stage_of(bundle, "audio", hop_s=0.02).hop_samples == 20  # the override
+    with pytest.raises(ConfigError, match="audio hop = -1"):
+        stage_of(bundle, "audio", hop_s=-1)
+    with pytest.raises(ConfigError, match="not an encoder"):
+        EncoderStage(bundle.fusion, [("fp32", OrtEngine(bundle.fusion.variant().path))])
 
 
-def test_fusion_contract_wants_the_modalities_in_order_then_presence():
-    modalities = (Modality.TEXT, Modality.IMAGE)
-    outputs = (spec("logits", "float32", "b", 3),)
-    good = (spec("text", "float32", "b", 4), spec("image", "float32", "b", "E"), spec("presence", "float32", "b", 2))
-    assert check_fusion_specs(modalities, good, outputs, "classification", LABELS) == {
-        Modality.TEXT: 4, Modality.IMAGE: None}  # fmt: skip
-    with pytest.raises(BundleError, match="expected \\['text', 'image', 'presence'\\]"):
-        check_fusion_specs(modalities, (good[1], good[0], good[2]), outputs, "classification", LABELS)
-    with pytest.raises(BundleError, match="presence has width 3"):
-        check_fusion_specs(modalities, (*good[:2], spec("presence", "float32", "b", 3)), outputs, "classification", LABELS)
-    with pytest.raises(BundleError, match="returns 3 logits but the bundle has 2 labels"):
-        check_fusion_specs(modalities, good, outputs, "classification", ("a", "b"))
+def test_a_stage_closes_every_engine_it_was_given(bundle, tmp_path):
+    component = bundle.encoder("image")
+    first, second = (OrtEngine(component.variant().path, threads=1) for _ in range(2))
+    stage = EncoderStage(component, [("fp32", first), ("int8", second)])
+    assert stage.degrade() == "int8"
+    stage.close()
+    for engine in (first, second):  # the one DEGRADE left behind too
+        with pytest.raises(EngineError, match="closed"):
+            engine.run({"image": np.zeros((1, 8, 8, 3), np.uint8)})
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda m: m["components"]["image_encoder"]["inputs"][0].update(dtype="float32"),
+     r"inputs.image is float32 .*; the runtime feeds/reads uint8 with 4 dimensions"),
+    (lambda m: m["components"]["image_encoder"]["inputs"][0].update(shape=["batch", 3, 8, 8]),
+     r"expected \[batch, H, W, 3\]"),
+    (lambda m: m["components"]["image_encoder"]["preprocessing"].update(height=16),
+     "preprocessing.height is 16 but the model input takes 8"),
+    (lambda m: m["components"]["audio_encoder"]["inputs"][0].update(shape=["batch", 1, 200]),
+     "inputs.audio is float32 .* 2 dimensions"),
+    (lambda m: m["components"]["text_encoder"]["inputs"][0].update(shape=["batch", 8]),
+     "disagree on the sequence length"),
+    (lambda m: m["components"]["image_encoder"]["outputs"][0].update(name="features"),
+     r"outputs are \['features'\]"),
+    (lambda m: m["components"]["fusion"]["inputs"].reverse(),
+     r"expected \['text', 'image', 'audio', 'presence'\]"),
+    (lambda m: m["components"]["fusion"]["inputs"][3].update(shape=["batch", 4]),
+     "presence has width 4; expected 3"),
+    (lambda m: m["task"].update(labels=["a", "b"]),
+     "returns 3 logits but task.labels has 2 labels"),
+])  # fmt: skip
+def test_the_loader_refuses_what_the_stages_cannot_feed(tmp_path, change, message):
+    root = write_bundle(tmp_path / "b")
+    manifest = json.loads((root / "manifest.json").read_text())
+    change(manifest)
+    with pytest.raises(BundleError, match=message):
+        write_manifest(root, manifest)
 
 
 def test_a_model_file_that_disagrees_with_its_manifest_is_refused(tmp_path):
     engine = OrtEngine(image_encoder(tmp_path / "image.onnx"), threads=1)
+    assert engine.input_specs() == (spec("image", "uint8", "batch", 8, 8, 3),)
     outputs = (spec("embedding", "float32", "batch", 4),)
-    check_engine_specs("image_encoder", engine, (spec("image", "uint8", "batch", 8, 8, 3),), outputs)
+    check_engine_io("image_encoder", engine, (spec("image", "uint8", "batch", 8, 8, 3),), outputs)
     with pytest.raises(BundleError, match="image is uint8 .* in the model file but uint8 \\['batch', 16, 16, 3\\]"):
-        check_engine_specs("image_encoder", engine, (spec("image", "uint8", "batch", 16, 16, 3),), outputs)
+        check_engine_io("image_encoder", engine, (spec("image", "uint8", "batch", 16, 16, 3),), outputs)
     with pytest.raises(BundleError, match="has inputs \\['image'\\] but the manifest declares \\['frame'\\]"):
-        check_engine_specs("image_encoder", engine, (spec("frame", "uint8", "batch", 8, 8, 3),), outputs)
-
-
-def test_preprocessing_that_contradicts_the_model_input_is_refused(bundle):
-    component = bundle.encoder("image")
-    with pytest.raises(BundleError, match="preprocessing height = 16 but the model input takes 8"):
-        EncoderStage("image", [("fp32", OrtEngine(component.variant().path, threads=1))], inputs=component.inputs,
-                     outputs=component.outputs, preprocessing={**component.preprocessing, "height": 16})
+        check_engine_io("image_encoder", engine, (spec("frame", "uint8", "batch", 8, 8, 3),), outputs)
+    with pytest.raises(BundleError, match="embedding is float32 \\['batch', 4\\] in the model file but float32 "
+                                          "\\['batch', 7\\]"):  # fmt: skip
+        check_engine_io("image_encoder", engine, (spec("image", "uint8", "batch", 8, 8, 3),),
+                        (spec("embedding", "float32", "batch", 7),))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import importlib.util
 import re
 import subprocess
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from runtime_models import ListSource, camera_items, write_bundle
 
-from fusionrt.bundle import load, write_manifest
+from fusionrt.bundle import TensorSpec, load, write_manifest
 from fusionrt.errors import ConfigError, EngineError
 from fusionrt.runtime.engine_fingerprint import EngineFingerprint, changed_fields, profiles_from_manifest
 from fusionrt.runtime.pipeline import Pipeline
@@ -142,8 +143,13 @@ def fake_tensorrt(version="10.3.0"):
 
         def deserialize_cuda_engine(self, data):
             session = ort.InferenceSession(data.decode(), providers=["CPUExecutionProvider"])
-            return types.SimpleNamespace(create_execution_context=lambda: FakeContext(session),
-                                         get_tensor_dtype=lambda name: np.float32)  # fmt: skip
+            io = {arg.name: arg for arg in [*session.get_inputs(), *session.get_outputs()]}
+            dtypes = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int64)": np.int64}
+            return types.SimpleNamespace(  # TensorRT reports a dynamic dimension as -1
+                create_execution_context=lambda: FakeContext(session),
+                get_tensor_dtype=lambda name: dtypes[io[name].type],
+                get_tensor_shape=lambda name: [d if isinstance(d, int) else -1 for d in io[name].shape],
+            )
 
     logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     return types.SimpleNamespace(__version__=version, Logger=logger, Runtime=Runtime, nptype=np.dtype)
@@ -233,12 +239,14 @@ def test_an_engine_from_another_gpu_and_tensorrt_names_the_changed_fields(engine
 def test_a_changed_onnx_file_is_named_alone(engined_bundle, fake_gpu, tmp_path):
     fake_gpu()
     bundle = load(engined_bundle)
-    entry = bundle.manifest["components"]["fusion"]["engines"]["fp16"]
-    recorded = EngineFingerprint.from_dict(entry["fingerprint"])
-    assert check_engine(bundle, "fusion", "fp16") == engined_bundle / entry["file"]  # same machine: fine
-    stale = EngineFingerprint.from_dict({**entry["fingerprint"], "onnx_sha256": "0" * 64})
+    plan = bundle.fusion.engines["fp16"]  # the typed EnginePlan the manifest's entry was parsed into
+    recorded = EngineFingerprint.from_dict(plan.fingerprint)
+    assert check_engine(bundle, "fusion", "fp16") == engined_bundle / "fusion.fp16.orin-sm87.plan" == plan.path
+    stale = EngineFingerprint.from_dict({**plan.fingerprint, "onnx_sha256": "0" * 64})
     assert list(changed_fields(stale, recorded)) == ["onnx_sha256"]
-    bundle.manifest["components"]["fusion"]["engines"]["fp16"] = {**entry, "fingerprint": stale.as_dict()}
+    stale_plan = dataclasses.replace(plan, fingerprint=stale.as_dict())
+    fusion = dataclasses.replace(bundle.fusion, engines={"fp16": stale_plan})
+    bundle = dataclasses.replace(bundle, components={**bundle.components, "fusion": fusion})
     with pytest.raises(EngineError, match=r"\(onnx_sha256: built for '0000"):
         check_engine(bundle, "fusion", "fp16")
 
@@ -247,13 +255,14 @@ def test_a_changed_onnx_file_is_named_alone(engined_bundle, fake_gpu, tmp_path):
 
 
 def test_the_tensorrt_backend_answers_like_onnxruntime(engined_bundle, fake_gpu):
-    fake_gpu()
+    cudart = fake_gpu()
     results = {}
     for backend in ("ort", "tensorrt"):
         found = []
         pipeline = Pipeline.from_bundle(engined_bundle, camera(6), backend=backend)
         pipeline.run(on_result=found.append)
         results[backend] = found
+    assert cudart.mallocs > 0 and not cudart.memory  # the pipeline closed its engines: every buffer freed
     assert len(results["tensorrt"]) == 6
     for ort_result, trt_result in zip(results["ort"], results["tensorrt"]):
         np.testing.assert_allclose(trt_result.outputs, ort_result.outputs, rtol=1e-6, atol=1e-6)
@@ -267,6 +276,8 @@ def test_device_buffers_are_reused_grown_and_every_cuda_call_checked(engined_bun
     bundle = load(engined_bundle)
     engine = TensorRTEngine(engined_bundle / "image_encoder.fp16.orin-sm87.plan", component=bundle.encoder("image"))
     assert (engine.input_names, engine.output_names, engine.fallback) == (["image"], ["embedding"], None)
+    assert engine.input_specs() == (TensorSpec("image", "uint8", ("?", 8, 8, 3)),)  # as the engine reports it
+    assert engine.output_specs() == (TensorSpec("embedding", "float32", ("?", 4)),)
     frames = np.stack([item[1] for item in camera_items(2, 0.1)])
     one = engine.run({"image": frames[:1]})["embedding"]
     assert one.shape[0] == 1 and one.dtype == np.float32 and cudart.mallocs == 2
@@ -285,6 +296,8 @@ def test_device_buffers_are_reused_grown_and_every_cuda_call_checked(engined_bun
     cudart.fail = None
     engine.close()
     assert not cudart.memory
+    with pytest.raises(EngineError, match=r"^image_encoder \(tensorrt\): the engine is closed"):
+        engine.run({"image": frames})
 
 
 # -- on a machine with TensorRT and an NVIDIA GPU ----------------------------------------------------------

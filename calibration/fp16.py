@@ -1,4 +1,4 @@
-"""FP32 ONNX -> FP16 ONNX with FP32 inputs and outputs, shared by export and calibration.
+"""FP32 ONNX -> FP16 ONNX with FP32 inputs and outputs: the one converter export and calibration share.
 
 ONNX Runtime's converter appends its input Casts after the nodes that read them and can leave
 value_info typed fp16 for an initializer it kept in fp32; both are repaired here, so the result

@@ -1,0 +1,77 @@
+"""ONNX graph helpers the quantizers and the sensitivity repair share: loading with a clear error,
+stable node names, and which nodes of a QDQ graph run in INT8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusionrt.errors import CalibrationError
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def load_onnx(path):
+    """The ModelProto at `path`; CalibrationError when it is not a readable ONNX file."""
+    import onnx
+
+    try:
+        return onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError, OSError, ValueError...
+        raise CalibrationError(f"{path} is not a readable ONNX model ({e}); re-export the component") from e
+
+
+def name_nodes(model) -> None:
+    """Give every unnamed node a stable name (op_type_index) so exclusions and reports can name it."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def quantized_nodes(model) -> list[str]:
+    """Names of the compute nodes of a QDQ graph whose every float input comes out of a
+    DequantizeLinear and whose every output goes into a QuantizeLinear.
+
+    Those are the node units ONNX Runtime fuses into integer kernels. An excluded node keeps float
+    weights, and an op without an integer kernel (Log, Softmax...) has no Q after it, so neither is
+    listed even when its neighbours hand it dequantized activations.
+    """
+    from onnx import TensorProto
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    dtypes = {i.name: i.data_type for i in model.graph.initializer}
+    for info in (*model.graph.value_info, *model.graph.input, *model.graph.output):
+        dtypes.setdefault(info.name, info.type.tensor_type.elem_type)
+    dq_outputs = {out for n in model.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    q_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    names = []
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            continue
+        inputs = [i for i in node.input if i and dtypes.get(i, TensorProto.FLOAT) in floats]
+        outputs = [o for o in node.output if o and dtypes.get(o, TensorProto.FLOAT) in floats]
+        if inputs and all(i in dq_outputs for i in inputs) and all(o in q_inputs for o in outputs):
+            names.append(node.name)
+    return names
+
+
+def nodes_touching(path: Path, tensors) -> list[str]:
+    """Producers and readers of `tensors`: excluding them all keeps those tensors out of Q/DQ pairs."""
+    if not tensors:
+        return []
+    model = load_onnx(path)
+    return [n.name for n in model.graph.node if set(tensors) & {*n.input, *n.output}]
+
+
+def per_channel_scales(model) -> dict[str, tuple[int, ...]]:
+    """Shape of each weight DequantizeLinear's scale (per-channel weights have a 1-D scale)."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    shapes = {}
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers and node.input[1] in initializers:
+            shapes[node.input[0]] = tuple(initializers[node.input[1]].dims)
+    return shapes
