@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 import torch
 
 import fusionrt
-from fusionrt.bundle import FORMAT, FORMAT_VERSION, MAX_RATE_HZ, PRESENCE, TASKS, Bundle, Reference, parse
+from fusionrt.bundle import FORMAT, FORMAT_VERSION, MAX_RATE_HZ, PRESENCE, TASKS, Bundle, Reference, parse, swap_in
 from fusionrt.errors import BundleError, ExportError
 from fusionrt.export.contract import check_before_export, resolve_preprocessing, write_checked_manifest
 from fusionrt.export.fp16 import add_fp16_variant
@@ -88,7 +88,7 @@ def export_bundle(
             manifest["reference"] = _copy_reference(reference, staging)
         _write_report(staging, manifest, reports)
         bundle = write_checked_manifest(staging, manifest, out_dir, {name: modality for name, modality, _ in plan})
-        _move_into_place(staging, out_dir)
+        swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -265,19 +265,3 @@ def _refuse_existing(out_dir: Path, force: bool) -> None:
         raise BundleError(f"{out_dir} exists and is not a directory; choose another output path")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise BundleError(f"{out_dir} is not empty; pass force=True (--force) to replace it, or choose another directory")
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename staging to out_dir; an existing out_dir (force) is moved aside first and removed after."""
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    old.rmdir()
-    out_dir.rename(old)
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        old.rename(out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

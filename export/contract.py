@@ -63,7 +63,7 @@ def resolve_preprocessing(name: str, modality: str | None, module: torch.nn.Modu
         m = Modality(modality)
         raise ExportError(
             f"{name}: no preprocessing: preprocessing= has no {name!r} entry and {type(module).__name__} has no "
-            f"preprocessing() method, so the runtime would not know how to prepare its input. A {m.value} encoder's "
+            f"preprocessing() method, so the runtime would not know how to prepare its input. An {m.value} encoder's "
             f"preprocessing keys: {_KEYS[m]}; pass e.g. preprocessing={{{name!r}: {EXAMPLE_PREPROCESSING[m]}}} "
             f"(see README, 'The bundle contract')"
         )

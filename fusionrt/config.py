@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from fusionrt.bundle.specs import DEFAULT_HOP_S
 from fusionrt.errors import ConfigError
 from fusionrt.frame import MODALITIES
 
@@ -72,7 +73,7 @@ class AudioConfig:
 
     sample_rate: int = 16000
     window_s: float = 1.0
-    hop_s: float = 0.1  # how often the runtime cuts a new window from the stream
+    hop_s: float = DEFAULT_HOP_S  # how often the runtime cuts a new window from the stream
     n_fft: int = 512
     stft_hop: int = 160
     n_mels: int = 40

@@ -29,7 +29,7 @@ from fusionrt.runtime.budget import Budget
 from fusionrt.runtime.flow import Flow
 from fusionrt.runtime.metrics import Metrics
 from fusionrt.runtime.results import Result
-from fusionrt.runtime.schedulers import run_deterministic, run_realtime
+from fusionrt.runtime.schedulers import replay_in_order, stream_threaded
 from fusionrt.runtime.sinks import CallbackSink, RunInfo, Sink
 from fusionrt.runtime.sources.base import Replay, Source
 from fusionrt.runtime.stages import EncoderStage, FusionStage
@@ -164,7 +164,7 @@ class Pipeline:
         stopped_by = "end_of_stream"
         try:
             flow.open_sinks(sinks, self._run_info())
-            stopped_by = (run_deterministic if self.deterministic else run_realtime)(flow, duration_s)
+            stopped_by = (replay_in_order if self.deterministic else stream_threaded)(flow, duration_s)
         except KeyboardInterrupt:
             stopped_by = "interrupt"
         finally:

@@ -41,7 +41,7 @@ def check_forward(source: Source, frame: Frame, last_t_ns: int | None) -> None:
 # -- realtime ---------------------------------------------------------------------------------------
 
 
-def run_realtime(flow: Flow, duration_s: float | None) -> str:
+def stream_threaded(flow: Flow, duration_s: float | None) -> str:
     flow.open_inboxes(newest_only=True)
     workers = [threading.Thread(target=_work, args=(flow, m), name=f"fusionrt-{m.value}", daemon=True)
                for m in flow.encoders]
@@ -161,7 +161,7 @@ class _Heads:
                 close()
 
 
-def run_deterministic(flow: Flow, duration_s: float | None) -> str:
+def replay_in_order(flow: Flow, duration_s: float | None) -> str:
     flow.open_inboxes(newest_only=False)
     heads = _Heads(flow)
     order = {m: i for i, m in enumerate(m for m in flow.fusion.modalities if m != flow.trigger.modality)}

@@ -208,3 +208,11 @@ def test_edit_keeps_unchanged_files_as_the_same_content(tmp_path):
         change.write_json("reports/bench.json", {})
     assert (root / "fusion.fp32.onnx").read_bytes() == b"fusion graph"
     assert os.stat(root / "fusion.fp32.onnx").st_ino == inode_before  # hard-linked, not rewritten
+
+
+def test_edit_keeps_the_bundle_directory_permissions(tmp_path):
+    root = audio_text_bundle(tmp_path / "b")
+    os.chmod(root, 0o755)
+    with edit(root) as change:
+        change.write_json("reports/eval.json", {})
+    assert oct(os.stat(root).st_mode & 0o777) == oct(0o755)

@@ -2,7 +2,7 @@
 variants, TensorRT engines), the one variant-resolution rule, and the edit transaction."""
 
 from fusionrt.bundle.describe import describe
-from fusionrt.bundle.edit import BundleEdit, edit
+from fusionrt.bundle.edit import BundleEdit, edit, swap_in
 from fusionrt.bundle.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -40,5 +40,5 @@ __all__ = [
     "DEFAULT", "EMBEDDING", "FALLBACK", "FORMAT", "FORMAT_VERSION", "LOGITS", "MANIFEST", "MAX_RATE_HZ", "PRECISIONS",
     "PREPROCESSING_KEYS", "PRESENCE", "READABLE_VERSIONS", "TASKS", "AudioInput", "Bundle", "BundleEdit", "Component",
     "EnginePlan", "FusionInput", "ImageInput", "InputSpec", "Reference", "TensorSpec", "TextInput", "Variant",
-    "describe", "edit", "hash_tree", "load", "parse", "resolve_variants", "sha256_of", "write_manifest",
+    "describe", "edit", "hash_tree", "load", "parse", "resolve_variants", "sha256_of", "swap_in", "write_manifest",
 ]

@@ -22,6 +22,7 @@ import ctypes.util
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -80,7 +81,7 @@ class BundleEdit:
         manifest = {**self.manifest, "files": files}
         parse(self._staging, manifest, verify_hashes=False)  # nothing invalid is swapped in
         (self._staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap(self._staging, self.root)
+        swap_in(self._staging, self.root)
         self.bundle = parse(self.root, manifest, verify_hashes=False)
         return self.bundle
 
@@ -117,8 +118,19 @@ def edit(bundle: Bundle | str | Path) -> Iterator[BundleEdit]:
         change.discard()
 
 
-def _swap(staged: Path, root: Path) -> None:
-    """Put `staged` in the place of `root`; the old tree is removed afterwards."""
+def swap_in(staged: Path, root: Path) -> None:
+    """Put the directory `staged` in the place of `root` (which may not exist yet) and remove the old
+    tree. The result gets root's permissions, or the umask's for a new one (mkdtemp made it 0700)."""
+    if root.exists():
+        mode = stat.S_IMODE(os.stat(root).st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o777 & ~umask
+    os.chmod(staged, mode)
+    if not root.exists():
+        staged.rename(root)
+        return
     if _exchange(staged, root):
         shutil.rmtree(staged, ignore_errors=True)  # staged now holds the old tree
         return

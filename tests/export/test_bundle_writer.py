@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import onnx
@@ -23,6 +24,9 @@ from fusionrt.runtime.engine import OrtEngine
 def test_bundle_has_every_component_variant_and_report(exported_bundle):
     bundle, lines, *_ = exported_bundle
     assert sorted(bundle.components) == ["fusion", "image_encoder", "text_encoder"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(bundle.root).st_mode & 0o777 == 0o777 & ~umask  # not the staging directory's 0700
     assert bundle.modalities == ("text", "image") and bundle.labels == ("zero", "one", "two", "three")
     files = sorted(p.relative_to(bundle.root).as_posix() for p in bundle.root.rglob("*") if p.is_file())
     assert files == [
