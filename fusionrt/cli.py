@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from fusionrt.errors import FusionRTError
+from fusionrt.values import MAX_DURATION_S, arg_type, count, duration, number, output_path
+
+MAX_ITEMS = 10_000_000  # --count: more items than any dataset here; a typo otherwise
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -25,10 +28,23 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(describe(bundle))
 
 
-def cmd_inspect(args: argparse.Namespace) -> None:
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """The bundle's table, then (unless --no-check) every variant opened and run as realtime-infer would."""
     from fusionrt.bundle import describe, load
 
-    print(describe(load(args.bundle)))
+    bundle = load(args.bundle)
+    print(describe(bundle))
+    if not args.check:
+        return 0
+    from fusionrt.runtime.check import check_bundle
+
+    result = check_bundle(bundle)
+    if result.ok:
+        print(result)
+        return 0
+    for problem in result.problems:
+        print(f"fusionrt inspect: error: {problem}", file=sys.stderr)
+    return 1
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
@@ -124,9 +140,9 @@ def _numbers(text: str | None, flag: str) -> list[int] | None:
     if not text:
         return None
     try:
-        return [int(n) for n in text.split(",")]
+        return [int(n) for n in text.split(",")]  # bench_bundle checks that they are positive
     except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected comma-separated whole numbers, e.g. 1,2,4") from None
+        raise ConfigError(f"{flag} {text!r:.60}: expected comma-separated whole numbers, e.g. 1,2,4") from None
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
@@ -154,7 +170,8 @@ def add_study_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     p.add_argument("--seeds", default="0,1,2", help=f"{prefix}train seeds (default 0,1,2)")
     p.add_argument("--kinds", default=None, help=f"{prefix}subset of text,image,audio,early,late,cross_attention")
     p.add_argument("--out", default="reports/study", help=f"{prefix}where the results go (default reports/study)")
-    p.add_argument("--work", default="runs/study", help=f"{prefix}where trained runs and bundles go (default runs/study)")
+    p.add_argument("--work", default="runs/study",
+                   help=f"{prefix}where trained runs and bundles go (default runs/study)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="show a bundle's components, variants, IO and parity figures")
     p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="open and run every variant in ONNX Runtime and check the whole runtime contract: model IO "
+                   "against the manifest, tokenizer, embedding and fusion widths, labels (default: on; "
+                   "--no-check shows the manifest only)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("quantize", help="add INT8/FP16 variants, or pick the fastest inside an accuracy budget")
@@ -182,16 +203,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", required=True, help="calibration directory (images/, audio/, text.txt) or 'builtin'")
     p.add_argument("--mode", required=True, choices=["int8-static", "int8-dynamic", "fp16", "auto"])
     p.add_argument("--calibrator", default="minmax", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--accuracy-budget", type=float, default=0.5, help="accuracy points a variant may lose (auto)")
-    p.add_argument("--count", type=int, default=128, help="calibration items per modality")
+    p.add_argument("--accuracy-budget", type=arg_type(number, "--accuracy-budget", low=0, high=100), default=0.5,
+                   help="accuracy points a variant may lose (auto)")
+    p.add_argument("--count", type=arg_type(count, "--count", high=MAX_ITEMS), default=128,
+                   help="calibration items per modality")
     p.add_argument("--strict", action="store_true", help="exit non-zero when a component misses the budget")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("eval", help="task metrics per variant, run through the exported ONNX files; --study: the effectiveness study")
     p.add_argument("bundle", nargs="?", help="bundle directory (not with --study)")
-    p.add_argument("--data", default="builtin", help="labelled directory (labels.txt + images/ audio/ text.txt) or 'builtin'")
+    p.add_argument("--data", default="builtin",
+                   help="labelled directory (labels.txt + images/ audio/ text.txt) or 'builtin'")
     p.add_argument("--variants", default="fp32", help="comma-separated: fp32,fp16,int8,int8-dynamic,default")
-    p.add_argument("--count", type=int, default=500, help="items of the built-in test split")
+    p.add_argument("--count", type=arg_type(count, "--count", high=MAX_ITEMS), default=500,
+                   help="items of the built-in test split")
     p.add_argument("--study", action="store_true", help=f"the same as `fusionrt study`: {STUDY_HELP}")
     add_study_options(p, "--study: ")
     p.set_defaults(func=cmd_eval)
@@ -210,21 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "against this machine's GEMM peak")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--component", default=None, help="comma-separated components and/or 'model' (default: all + model)")
-    p.add_argument("--variants", default=None, help="comma-separated ONNX variants / TensorRT precisions (default: all; "
+    p.add_argument("--variants", default=None,
+                   help="comma-separated ONNX variants / TensorRT precisions (default: all; "
                    "the torch backend always runs the reference weights)")
     p.add_argument("--backends", default=None, help="comma-separated backends: torch,ort-cpu,ort-cuda,ort-tensorrt,"
                    "tensorrt (default: all; those that cannot run here are listed as skipped; plain 'ort' is refused: "
                    "bench pins one provider per backend)")
     p.add_argument("--threads", default=None, help="thread sweep, e.g. 1,2 (default: 1, 2, 4, ... cores)")
     p.add_argument("--batches", default=None, help="batch sweep, e.g. 1,4,16")
-    p.add_argument("--window-ms", type=float, default=None, help="measurement window, ms")
-    p.add_argument("--max-windows", type=int, default=None, help="windows before a point is flagged unstable")
-    p.add_argument("--warmup-ms", type=float, default=None, help="warm-up per point, ms")
-    p.add_argument("--gemm-size", type=int, default=None, help="N of the N x N x N peak GEMM")
-    p.add_argument("--json", default=None, help="write the report here instead of BUNDLE/reports/bench.json")
-    p.add_argument("--csv", default=None, help="also write a CSV row per point")
-    p.add_argument("--markdown", default=None, help="also write Markdown tables")
-    p.add_argument("--png", default=None, help="also write latency CDFs (and accuracy vs latency) as a PNG")
+    p.add_argument("--window-ms", type=arg_type(duration, "--window-ms", high=3.6e6), default=None,
+                   help="measurement window, ms")
+    p.add_argument("--max-windows", type=arg_type(count, "--max-windows", high=100_000), default=None,
+                   help="windows before a point is flagged unstable")
+    p.add_argument("--warmup-ms", type=arg_type(number, "--warmup-ms", low=0, high=3.6e6), default=None,
+                   help="warm-up per point, ms")
+    p.add_argument("--gemm-size", type=arg_type(count, "--gemm-size", high=16384), default=None,
+                   help="N of the N x N x N peak GEMM")
+    p.add_argument("--json", default=None, type=arg_type(output_path, "--json"),
+                   help="write the report here instead of BUNDLE/reports/bench.json")
+    p.add_argument("--csv", default=None, type=arg_type(output_path, "--csv"), help="also write a CSV row per point")
+    p.add_argument("--markdown", default=None, type=arg_type(output_path, "--markdown"),
+                   help="also write Markdown tables")
+    p.add_argument("--png", default=None, type=arg_type(output_path, "--png"),
+                   help="also write latency CDFs (and accuracy vs latency) as a PNG")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("doctor", help="what this machine can run: providers checked by a real inference, install traps")
@@ -235,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config (default: the built-in demo config)")
     p.add_argument("--work", default=".", help="where runs/demo and bundles/demo go (default: .)")
     p.add_argument("--retrain", action="store_true", help="train even if runs/demo matches the config")
-    p.add_argument("--stream", type=float, default=20.0, help="seconds to stream the test sources (0: skip)")
+    p.add_argument("--stream", type=arg_type(number, "--stream", low=0, high=MAX_DURATION_S), default=20.0,
+                   help="seconds to stream the test sources (0: skip)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -243,14 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except FusionRTError as e:
         print(f"fusionrt {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"fusionrt {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

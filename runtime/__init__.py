@@ -9,7 +9,7 @@ from fusionrt.runtime.budget import Budget, OverrunPolicy, StageBudget
 from fusionrt.runtime.engine import OrtEngine
 from fusionrt.runtime.metrics import Metrics
 from fusionrt.runtime.pipeline import Pipeline, Summary
-from fusionrt.runtime.realtime import GroundTruth, Outputs, RealtimeReport, run_realtime
+from fusionrt.runtime.realtime import GroundTruth, NoResultsError, Outputs, RealtimeReport, run_realtime
 from fusionrt.runtime.results import Embedding, Result, Span
 from fusionrt.runtime.sinks import CallbackSink, ConsoleSink, JsonlSink, PrometheusSink, TraceSink, VideoSink
 from fusionrt.runtime.sources import Replay, Source, SourceOptions, open_source
@@ -31,6 +31,7 @@ __all__ = [
     "JsonlSink",
     "Metrics",
     "OrtEngine",
+    "NoResultsError",
     "Outputs",
     "OverrunPolicy",
     "Pipeline",

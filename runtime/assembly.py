@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 from fusionrt.bundle import Bundle, Component, resolve_variants
 from fusionrt.errors import ConfigError
-from fusionrt.frame import Modality
+from fusionrt.frame import MODALITIES, Modality
 from fusionrt.runtime.backend import REFERENCE, Backend, Engine, open_engine
 from fusionrt.runtime.budget import Budget, OverrunPolicy
 from fusionrt.runtime.sources.base import Source
@@ -21,6 +21,13 @@ from fusionrt.runtime.tensorrt_engine import recorded_engine
 
 def bundle_sources(bundle: Bundle, sources: Mapping[Modality | str, Source]) -> dict[Modality, Source]:
     """The sources keyed by Modality; ConfigError for a modality the bundle does not fuse."""
+    if not isinstance(sources, Mapping):
+        raise ConfigError(f"sources must be a mapping {{modality: Source}}, found {type(sources).__name__}")
+    names = [m.value if isinstance(m, Modality) else m for m in sources]
+    strange = [m for m in names if m not in MODALITIES]
+    if strange:
+        raise ConfigError(f"sources given for {strange!r:.80}, which are not modalities; expected keys among "
+                          f"{list(bundle.modalities)} (the bundle's modalities)")
     sources = {Modality(m): s for m, s in sources.items()}
     unknown = [m.value for m in sources if m.value not in bundle.modalities]
     if unknown:

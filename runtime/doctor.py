@@ -45,6 +45,7 @@ def diagnose(bundle_path: str | Path | None = None) -> list[Finding]:
                             f"{cv2.__version__} from {Path(cv2.__file__).parent}; GStreamer {'yes' if gstreamer else 'no'}"
                             + ("" if gstreamer else " (csi:// and gst: cameras need it; on Jetson use JetPack's "
                                "OpenCV and remove pip's opencv-python from the venv)")))
+    findings.append(_image_path())
     torch_version = _installed("torch")  # not imported: the runtime never loads torch
     findings.append(Finding("ok", "torch", torch_version) if torch_version else
                     Finding("missing", "torch", "only export and --backend torch need it (pip install 'fusionrt[export]')"))
@@ -56,6 +57,15 @@ def diagnose(bundle_path: str | Path | None = None) -> list[Finding]:
             findings.append(Finding("missing", module, f"{e} (pip install 'fusionrt[{extra}]')"))
     findings += _provider_checks(bundle_path)
     return findings
+
+
+def _image_path() -> Finding:
+    """Which path turns camera frames into model-size images."""
+    from fusionrt.runtime.native import native_available, native_status
+
+    capture = ("cameras deliver BGR (OpenCV converts at capture size); realtime-infer --camera-raw hands V4L2 YUYV "
+               "and csi:// NV12 to the kernel instead")
+    return Finding("ok" if native_available() else "warn", "image path", f"{native_status()}; {capture}")
 
 
 def _provider_checks(bundle_path) -> list[Finding]:

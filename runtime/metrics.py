@@ -15,7 +15,18 @@ from collections import defaultdict
 from itertools import accumulate
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
-DROP_REASONS = ("superseded", "stale", "budget", "source_error", "bad_input")
+DROP_REASONS = ("superseded", "stale", "budget", "source_error", "bad_input", "engine_error")
+# Anomaly counters a source keeps in its `stats` (reported per source): what each means.
+SOURCE_EVENTS = {
+    "nonfinite_samples": "NaN/Inf samples replaced by 0 (repaired)",
+    "decode_errors": "lines with invalid UTF-8, decoded with U+FFFD (repaired)",
+    "empty_lines": "empty lines skipped (dropped)",
+    "dropped_blocks": "audio blocks lost because the consumer fell behind (dropped)",
+    "overflows": "device input overflows (samples lost)",
+    "truncated": "the file is truncated: streamed up to the cut",
+    "reconnect_attempts": "reconnection attempts",
+    "reconnects": "reconnections that succeeded",
+}
 NOTES_KEPT = 50
 
 
@@ -117,6 +128,9 @@ class Metrics:
         self.presence: dict[str, int] = defaultdict(int)  # results where the modality was present
         self.absence: dict[tuple[str, str], int] = defaultdict(int)  # (modality, why absent)
         self.source_failures: dict[str, str] = {}
+        self.repairs: dict[tuple[str, str], int] = defaultdict(int)  # (stage or source, what was repaired)
+        self.source_events: dict[tuple[str, str], int] = {}  # (modality, SOURCE_EVENTS key): the source's count
+        self.handovers: list[dict] = []  # trigger handovers: from, to, why, after how many results
         self.sources: dict[str, str] = {}  # modality -> uri
         self.variants: dict[str, str] = {}  # stage -> variant in use
         self.notes: list[str] = []
@@ -176,6 +190,27 @@ class Metrics:
         with self._lock:
             self.source_failures[modality] = message
             self.drops[(modality, "source_error")] += 1
+
+    def repair(self, where: str, kind: str, count: int = 1) -> None:
+        """Count an input that was repaired (and used) rather than dropped."""
+        if count:
+            with self._lock:
+                self.repairs[(where, kind)] += count
+
+    def source_stats(self, modality: str, stats: dict[str, int]) -> bool:
+        """Take the anomaly counters (SOURCE_EVENTS) of a source's `stats`; True when one changed."""
+        changed = False
+        with self._lock:
+            for name in SOURCE_EVENTS:
+                count = stats.get(name, 0)
+                if count and self.source_events.get((modality, name)) != count:
+                    self.source_events[(modality, name)] = count
+                    changed = True
+        return changed
+
+    def handover(self, before: str, after: str, why: str) -> None:
+        with self._lock:
+            self.handovers.append({"from": before, "to": after, "why": why, "after_results": self.results})
 
     def note(self, message: str) -> None:
         with self._lock:
@@ -240,6 +275,9 @@ class Metrics:
                 "variants": dict(self.variants),
                 "sources": dict(self.sources),
                 "source_failures": dict(self.source_failures),
+                "repairs": _nested(self.repairs),
+                "source_events": _nested(self.source_events),
+                "trigger_handovers": [dict(h) for h in self.handovers],
                 "notes": list(self.notes),
             }
 
@@ -267,11 +305,18 @@ class Metrics:
         actions = ", ".join(f"{stage} {action} {n}" for (stage, action), n in sorted(self.actions.items()))
         overruns = ", ".join(f"{stage} {n}" for stage, n in sorted(self.overruns.items()))
         lines.append(f"overruns: {overruns or 'none'}; actions: {actions or 'none'}")
+        if self.repairs:
+            lines.append("repairs: " + ", ".join(f"{w} {k} {n}" for (w, k), n in sorted(self.repairs.items())))
+        for h in self.handovers:
+            lines.append(f"trigger handed over: {h['from']} -> {h['to']} after {h['after_results']} results "
+                         f"({h['why']})")
         for modality, uri in sorted(self.sources.items()):
             frames = self.frames.get(modality, 0)
             state = f"FAILED: {self.source_failures[modality]}" if modality in self.source_failures else "ok"
             per_s = d["source_rates_per_s"].get(modality, 0)
-            lines.append(f"source {modality} {uri}: {frames} frames ({per_s:.1f}/s) {state}")
+            events = ", ".join(f"{name} {n}" for (m, name), n in sorted(self.source_events.items()) if m == modality)
+            lines.append(f"source {modality} {uri}: {frames} frames ({per_s:.1f}/s) {state}"
+                         + (f"; {events}" if events else ""))
         if self.variants:
             lines.append("variants: " + ", ".join(f"{s} {v}" for s, v in sorted(self.variants.items())))
         lines += [f"note: {note}" for note in self.notes]
@@ -300,6 +345,12 @@ class Metrics:
                      {(("stage", n),): v for n, v in sorted(self.overruns.items())})
             _counter(out, "fusionrt_actions_total", "Overrun policy actions",
                      {(("stage", s), ("action", a)): v for (s, a), v in sorted(self.actions.items())})
+            _counter(out, "fusionrt_repairs_total", "Inputs repaired and used, by kind",
+                     {(("stage", w), ("kind", k)): v for (w, k), v in sorted(self.repairs.items())})
+            _counter(out, "fusionrt_source_events_total", "Source anomalies (repairs, drops, truncation, reconnects)",
+                     {(("source", m), ("event", e)): v for (m, e), v in sorted(self.source_events.items())})
+            _counter(out, "fusionrt_trigger_handovers_total", "Times fusion moved to another trigger",
+                     {(): len(self.handovers)})
             _counter(out, "fusionrt_presence_total", "Results where the modality was present",
                      {(("modality", n),): v for n, v in sorted(self.presence.items())})
             up = {(("source", n),): 0 if n in self.source_failures else 1 for n in sorted(self.sources)}

@@ -34,6 +34,7 @@ from fusionrt.runtime.sinks import CallbackSink, RunInfo, Sink
 from fusionrt.runtime.sources.base import Replay, Source
 from fusionrt.runtime.stages import EncoderStage, FusionStage
 from fusionrt.runtime.trigger import Trigger, default_trigger
+from fusionrt.values import duration
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class Pipeline:
         self._owns_engines = False  # from_bundle opened the stages' engines, so the pipeline closes them
         for modality, source in self.sources.items():
             self.metrics.source(modality.value, getattr(source, "uri", type(source).__name__))
+            if "notify" in getattr(source, "__dict__", {}):  # a source that reports events (reconnections) as they happen
+                source.notify = self._flow.say
         for modality, stage in self.encoders.items():
             self.metrics.variant(modality.value, stage.variant)
         self.metrics.variant("fusion", fusion.variant)
@@ -155,8 +158,8 @@ class Pipeline:
         are closed."""
         if self._started:
             raise ConfigError("a Pipeline runs once (its sources are consumed); build a new one to run again")
-        if duration_s is not None and not duration_s > 0:
-            raise ConfigError(f"duration_s = {duration_s!r}; expected a positive number of seconds or None")
+        if duration_s is not None:
+            duration_s = duration(duration_s, "duration_s")
         self._started = True
         flow = self._flow
         sinks = self.sinks + ([CallbackSink(on_result)] if on_result is not None else [])

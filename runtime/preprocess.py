@@ -14,15 +14,26 @@ import numpy as np
 
 from fusionrt.bundle import AudioInput, ImageInput, InputSpec, TextInput
 from fusionrt.errors import BundleError, DataError
+from fusionrt.runtime.native import convert_resize, picture_size
+
+# Frames in these formats go through `convert_resize` (one pass); BGR/RGB keep OpenCV's exact path.
+NATIVE_FORMATS = ("yuyv", "uyvy", "nv12", "i420")
 
 
-def check_image(frame: object) -> None:
-    """DataError unless the frame is a non-empty uint8 HxWx3 array (what camera sources deliver)."""
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        found = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
-        raise DataError(f"camera frame must be uint8 HxWx3 (BGR), found {found}")
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise DataError(f"camera frame is empty ({list(frame.shape)})")
+def check_image(frame: object, pixel_format: str = "bgr") -> None:
+    """DataError unless the frame is a non-empty uint8 picture in `pixel_format`: HxWx3 for bgr/rgb
+    (what video files and most cameras deliver), HxWx2 for yuyv/uyvy, (H*3/2)xW for nv12/i420."""
+    if pixel_format == "bgr":
+        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            found = f"{frame.dtype} {list(frame.shape)}" if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise DataError(f"camera frame must be uint8 HxWx3 (BGR), found {found}")
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise DataError(f"camera frame is empty ({list(frame.shape)})")
+        return
+    try:
+        picture_size(frame, pixel_format)
+    except ValueError as e:
+        raise DataError(f"camera frame ({pixel_format}): {e}") from None
 
 
 def check_text(text: object) -> None:
@@ -30,11 +41,18 @@ def check_text(text: object) -> None:
         raise DataError(f"text input must be a non-empty string, found {text!r:.40}")
 
 
-def resize_image(frame: object, height: int, width: int, channel_order: str = "bgr") -> np.ndarray:
-    """uint8 [1, height, width, 3] from a uint8 HxWx3 BGR frame of any size (OpenCV INTER_AREA)."""
+def resize_image(frame: object, height: int, width: int, channel_order: str = "bgr",
+                 pixel_format: str = "bgr") -> np.ndarray:
+    """uint8 [1, height, width, 3] from a frame of any size in `pixel_format` (area-averaged when
+    shrinking, bilinear when enlarging). BGR/RGB frames take OpenCV's `INTER_AREA` path, exactly as
+    calibration saw them; raw camera formats take `convert_resize` (the native one-pass kernel when built)."""
+    check_image(frame, pixel_format)
+    if pixel_format in NATIVE_FORMATS:
+        return convert_resize(frame, pixel_format, height, width, out_order=channel_order)[None]
     import cv2
 
-    check_image(frame)
+    if pixel_format == "rgb":
+        channel_order = "bgr" if channel_order == "rgb" else "rgb"
     if frame.shape[:2] != (height, width):
         shrink = frame.shape[0] >= height and frame.shape[1] >= width
         frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -52,13 +70,15 @@ def fit_window(signal: np.ndarray, window_samples: int) -> np.ndarray:
 
 
 class ImagePreprocessor:
-    """A BGR uint8 HxWx3 frame of any size -> {image: uint8 [1, H, W, 3]} in the model's channel order."""
+    """A camera frame of any size in `pixel_format` (`Frame.pixel_format`; BGR by default) ->
+    {image: uint8 [1, H, W, 3]} in the model's channel order."""
 
     def __init__(self, spec: ImageInput) -> None:
         self.spec = spec
 
-    def __call__(self, frame: object) -> dict[str, np.ndarray]:
-        return {self.spec.name: resize_image(frame, self.spec.height, self.spec.width, self.spec.channel_order)}
+    def __call__(self, frame: object, pixel_format: str = "bgr") -> dict[str, np.ndarray]:
+        spec = self.spec
+        return {spec.name: resize_image(frame, spec.height, spec.width, spec.channel_order, pixel_format)}
 
     def batch(self, frames) -> dict[str, np.ndarray]:
         return {self.spec.name: np.concatenate([self(f)[self.spec.name] for f in frames])}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionrt.bundle import Bundle, load
-from fusionrt.errors import ConfigError
+from fusionrt.errors import ConfigError, SourceError
 from fusionrt.runtime.backend import Backend
 from fusionrt.runtime.budget import Budget
 from fusionrt.runtime.pipeline import Pipeline, Summary
@@ -21,6 +21,7 @@ from fusionrt.runtime.results import Result
 from fusionrt.runtime.sinks import ConsoleSink, JsonlSink, PrometheusSink, Sink, TraceSink, VideoSink
 from fusionrt.runtime.sources import Source, SourceOptions, open_source
 from fusionrt.runtime.trigger import Trigger
+from fusionrt.values import output_path, port
 
 SOURCE_NAMES = {"image": "camera", "audio": "mic", "text": "text"}  # modality -> run_realtime argument / CLI flag
 
@@ -46,6 +47,15 @@ class GroundTruth:
         if not self.seen:
             return None
         return f"accuracy against the sources' ground truth: {self.right / self.seen:.3f} ({self.right}/{self.seen})"
+
+
+class NoResultsError(SourceError):
+    """A run ended (its sources ended or failed, or its duration passed) without a single result.
+    The summary was printed and written first; `report` holds it."""
+
+    def __init__(self, message: str, report: RealtimeReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -98,13 +108,15 @@ def run_realtime(
     `duration_s`, the end of the sources or Ctrl-C, and report.
 
     `options` configures the sources (its sample_rate is replaced by the bundle's audio rate); the
-    engine options (backend ... audio_hop_s) are `Pipeline.from_bundle`'s.
+    engine options (backend ... audio_hop_s) are `Pipeline.from_bundle`'s. A run that produced no
+    result at all (and was not stopped or interrupted) raises NoResultsError after reporting.
 
         run_realtime("bundles/demo", camera="test://digits", mic="test://dtmf", duration_s=10)
     """
     if not (camera or mic or text):
         raise ConfigError("no source: give at least one of camera, mic or text (realtime-infer --camera, --mic, "
                           "--text; e.g. --camera 0)")
+    check_outputs(outputs)
     bundle = bundle if isinstance(bundle, Bundle) else load(bundle)
     trigger = Trigger.parse(trigger) if isinstance(trigger, str) else trigger
     if "audio" in bundle.modalities:
@@ -131,7 +143,20 @@ def run_realtime(
         Path(outputs.summary_json).write_text(
             json.dumps({**summary.metrics, **extra, "stopped_by": summary.stopped_by}, indent=2)
         )
+    if report.summary.results == 0 and report.summary.stopped_by not in ("stop", "interrupt"):
+        raise NoResultsError(_nothing_produced(report.summary), report)
     return report
+
+
+def _nothing_produced(summary: Summary) -> str:
+    m = summary.metrics
+    sources = "; ".join(
+        f"{modality} {uri}: {m['frames'].get(modality, 0)} frames"
+        + (f", failed: {m['source_failures'][modality]}" if modality in m["source_failures"] else "")
+        for modality, uri in sorted(m["sources"].items())
+    )
+    return (f"no result was produced (stopped by {summary.stopped_by} after {summary.elapsed_s:.1f} s; {sources}); "
+            f"check that the sources hold data (an empty file gives no frame) and that the trigger fires")
 
 
 def open_sources(bundle: Bundle, uris: Mapping[str, str | None], options: SourceOptions) -> dict[str, Source]:
@@ -150,6 +175,15 @@ def open_sources(bundle: Bundle, uris: Mapping[str, str | None], options: Source
             source.close()
         raise
     return sources
+
+
+def check_outputs(outputs: Outputs) -> None:
+    """Every output path writable and the port valid before anything opens, so no run is lost at its end."""
+    for name in ("jsonl", "trace", "video", "summary_json"):
+        if getattr(outputs, name) is not None:
+            output_path(getattr(outputs, name), f"Outputs.{name}")
+    if outputs.metrics_port is not None:
+        port(outputs.metrics_port, "Outputs.metrics_port")
 
 
 def open_sinks(outputs: Outputs) -> list[Sink]:

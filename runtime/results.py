@@ -36,6 +36,7 @@ class Embedding:
     spans: tuple[Span, ...]  # preprocess, encode
     engine_ms: float
     source_frame: np.ndarray | None = None  # the camera frame at source resolution (image only)
+    source_format: str = "bgr"  # its pixel format (Frame.pixel_format)
 
     @property
     def ms(self) -> float:
@@ -65,6 +66,7 @@ class Result:
     start_ns: int  # what e2e is measured from
     done_ns: int
     image: np.ndarray | None = field(default=None, repr=False)  # camera frame for overlays
+    image_format: str = "bgr"  # its pixel format: sinks that draw convert it with runtime.native.to_bgr
 
     @property
     def top_label(self) -> str | None:

@@ -12,6 +12,9 @@ the caller's thread in capture-time order (ties: the trigger modality last): eve
 processed, no drops, no budget actions, results bit-identical run to run for the same bundle,
 variants, providers and thread count.
 
+In both, the worker (or replay step) that finds its source gone calls `Flow.hand_over`, so a
+trigger whose source fails or ends passes fusion to the next live modality.
+
 Each returns why it stopped: "duration", "end_of_stream" or "stop".
 """
 
@@ -92,10 +95,18 @@ def _pump(flow: Flow, modality: Modality, source: Source) -> None:
             flow.source_ended(modality)
     except SourceError as e:
         flow.source_failed(modality, e)
+    except Exception as e:  # noqa: BLE001 - a source raising anything else fails that source, not the run
+        flow.source_failed(modality, as_source_error(source, e))
     except BaseException as e:  # noqa: BLE001 - re-raised by run() with its type
         flow.fail(e)
     finally:
         inbox.close()
+
+
+def as_source_error(source: Source, error: Exception) -> SourceError:
+    """What a source raised besides SourceError (an OSError of a device, a bug in a custom source)."""
+    where = getattr(source, "uri", type(source).__name__)
+    return SourceError(f"{where} raised {type(error).__name__}: {error}")
 
 
 def _work(flow: Flow, modality: Modality) -> None:
@@ -105,6 +116,7 @@ def _work(flow: Flow, modality: Modality) -> None:
         while not flow.stop.is_set():
             frame = inbox.take(POLL_S)
             if frame is CLOSED:
+                flow.hand_over(modality)  # its source ended or failed and every input is processed
                 return
             if frame is not None:
                 flow.handle(modality, frame, realtime=True, arrival_ns=flow.clock())
@@ -150,9 +162,12 @@ class _Heads:
         except StopIteration:
             self.frames.pop(modality, None)
             self.flow.source_ended(modality)
-        except SourceError as e:
+            self.flow.hand_over(modality)
+        except Exception as e:  # noqa: BLE001 - SourceError, or anything a source raises: that source failed
             self.frames.pop(modality, None)
-            self.flow.source_failed(modality, e)
+            error = e if isinstance(e, SourceError) else as_source_error(self.flow.sources[modality], e)
+            self.flow.source_failed(modality, error)
+            self.flow.hand_over(modality)
 
     def close(self) -> None:
         for iterator in self.iterators.values():
@@ -190,6 +205,7 @@ def replay_in_order(flow: Flow, duration_s: float | None) -> str:
             except SourceError as e:
                 frames.pop(modality)
                 flow.source_failed(modality, e)
+                flow.hand_over(modality)
                 continue
             last_t[modality] = frame.t_ns
             _replay_one(flow, modality, frame, arrival)

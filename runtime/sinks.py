@@ -14,7 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, TextIO
 
+import numpy as np
+
 from fusionrt.errors import ConfigError
+from fusionrt.runtime.native import to_bgr
 
 if TYPE_CHECKING:
     from fusionrt.runtime.metrics import Metrics
@@ -206,8 +209,9 @@ class VideoSink:
 
         if result.image is None:
             return
+        image = to_bgr(result.image, result.image_format)
         if self._writer is None:
-            self._size = (result.image.shape[1], result.image.shape[0])
+            self._size = (image.shape[1], image.shape[0])
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self._size)
             if not self._writer.isOpened():
                 raise ConfigError(f"cannot write video {self.path} with OpenCV's mp4v encoder; choose another path")
@@ -215,7 +219,7 @@ class VideoSink:
         due = round((result.t_capture_ns - self._first_ns) * self.fps / 1e9) + 1
         if due <= self.frames_written:
             return
-        frame = self._overlay(result)
+        frame = self._overlay(result, image)
         for _ in range(due - self.frames_written):
             self._writer.write(frame)
         self.frames_written = due
@@ -228,10 +232,9 @@ class VideoSink:
             self.path.unlink(missing_ok=True)
             self.info.metrics.note(f"video {self.path}: no camera frames came, nothing written")
 
-    def _overlay(self, result: Result):
+    def _overlay(self, result: Result, image: np.ndarray):
         import cv2
 
-        image = result.image
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         else:

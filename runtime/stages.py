@@ -145,11 +145,12 @@ class EncoderStage(_Variants):
                 )
             self.embed_dim = int(vector.shape[1])
 
-    def encode(self, data, *, t_ns: int, seq: int, label: int | None) -> Embedding:
-        """Preprocess and run one input; DataError when the input is unusable."""
+    def encode(self, data, *, t_ns: int, seq: int, label: int | None, pixel_format: str = "bgr") -> Embedding:
+        """Preprocess and run one input (a camera frame in `pixel_format`); DataError when it is unusable."""
         thread = threading.current_thread().name
         t0 = self._clock()
-        feeds = self.prepare(data)
+        image = self.modality is Modality.IMAGE
+        feeds = self.prepare(data, pixel_format) if image else self.prepare(data)
         t1 = self._clock()
         out = self.engine.run(feeds)
         t2 = self._clock()
@@ -161,7 +162,8 @@ class EncoderStage(_Variants):
             label=label,
             spans=(Span(f"{self.name}.preprocess", t0, t1, thread), Span(f"{self.name}.encode", t1, t2, thread)),
             engine_ms=(t2 - t1) / 1e6,
-            source_frame=data if self.modality is Modality.IMAGE else None,
+            source_frame=data if image else None,
+            source_format=pixel_format,
         )
 
     def new_windows(self, *, newest_only: bool) -> PcmWindows:

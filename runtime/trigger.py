@@ -7,6 +7,7 @@ from typing import Iterable
 
 from fusionrt.errors import ConfigError
 from fusionrt.frame import Modality
+from fusionrt.values import MAX_TRIGGER_HZ, MIN_TRIGGER_HZ, number
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,8 @@ class Trigger:
             )
         if self.modality is not None:
             object.__setattr__(self, "modality", Modality(self.modality))
-        elif not self.rate_hz > 0:
-            raise ConfigError(f"Trigger.rate_hz = {self.rate_hz!r}; expected a positive rate")
+        else:  # finite and sane: 1e-300 would overflow the scheduler's period, inf divide by zero
+            number(self.rate_hz, "Trigger.rate_hz", low=MIN_TRIGGER_HZ, high=MAX_TRIGGER_HZ)
 
     @classmethod
     def on(cls, modality: Modality | str) -> Trigger:

@@ -74,7 +74,6 @@ def test_bad_input_is_one_line_naming_the_thing(media, tmp_path):
         (["--camera", "7"], "camera index 7"),
         (["--camera", "rtsp:/"], "rtsp:/"),
         (["--mic", tmp_path / "missing.wav"], "missing.wav"),
-        (["--camera", video, "--trigger", "sideways"], "--trigger 'sideways'"),
     ]
     for args, needle in cases:
         proc = run(["--bundle", bundle, *args, "--quiet"])
@@ -82,6 +81,12 @@ def test_bad_input_is_one_line_naming_the_thing(media, tmp_path):
         assert proc.returncode == 1, (args, err)
         assert needle in err, (args, err)
         assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    # a value refused at parse time: argparse's usage line, then one error line naming the flag; exit 2
+    proc = run(["--bundle", bundle, "--camera", video, "--trigger", "sideways", "--quiet"])
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 2 and err.splitlines()[-1].startswith("realtime-infer: error: argument --trigger: "
+                                                                    "'sideways'"), err
+    assert "Traceback" not in err
     proc = run(["--bundle", tmp_path / "nowhere", "--camera", video])
     assert proc.returncode == 1 and b"nowhere" in proc.stderr
 

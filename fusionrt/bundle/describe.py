@@ -10,7 +10,9 @@ from fusionrt.bundle.format import Bundle
 def describe(bundle: Bundle) -> str:
     """The table `fusionrt inspect` prints: components, variants, IO, preprocessing and parity figures."""
     manifest = bundle.manifest
-    report = (bundle.report("export") or {}).get("components", {})
+    export = bundle.report("export")
+    report = export.get("components") if isinstance(export, dict) else None
+    report = report if isinstance(report, dict) else {}
     labels = ", ".join(bundle.labels) if bundle.labels else "-"
     lines = [
         f"bundle {bundle.root}  ({manifest['format']} v{manifest['version']}, created {manifest.get('created', '?')})",
@@ -28,10 +30,10 @@ def describe(bundle: Bundle) -> str:
         lines.append(f"  {'variant':<10} {'precision':<9} {'size':>10}  {'exporter':<11} {'opt':<6} parity vs PyTorch")
         for v in c.variants.values():
             marker = "*" if v.name == c.default_variant else " "
-            parity = ((report.get(c.name) or {}).get("variants", {}).get(v.name) or {}).get("parity")
             lines.append(
-                f"  {v.name + marker:<10} {v.precision:<9} {_size(v.path):>10}  {v.info.get('exporter', '-'):<11} "
-                f"{v.info.get('optimization', '-'):<6} {_parity_text(parity)}"
+                f"  {v.name + marker:<10} {v.precision:<9} {_size(v.path):>10}  "
+                f"{str(v.info.get('exporter', '-')):<11} {str(v.info.get('optimization', '-')):<6} "
+                f"{_parity_text(_parity(report, c.name, v.name))}"
             )
         for e in c.engines.values():
             lines.append(f"  engine {e.precision:<5} {e.path.name} (from {e.source_variant}, "
@@ -48,9 +50,24 @@ def _size(path: Path) -> str:
     return "?"
 
 
-def _parity_text(parity: dict | None) -> str:
+def _parity(report: dict, component: str, variant: str) -> object:
+    """reports/export.json's parity entry of one variant; None when absent or not shaped as written."""
+    entry = report.get(component)
+    entry = entry.get("variants") if isinstance(entry, dict) else None
+    entry = entry.get(variant) if isinstance(entry, dict) else None
+    return entry.get("parity") if isinstance(entry, dict) else None
+
+
+def _parity_text(parity: object) -> str:
     if not parity:
         return "-"
+    try:
+        return _parity_figures(parity)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return "(reports/export.json: parity entry not readable; re-export to rewrite it)"
+
+
+def _parity_figures(parity: dict) -> str:
     parts = [
         f"{name}: cos={o['cosine']:.6f} max_abs={o['max_abs']:.2g}"
         + (f" argmax={o['argmax_agreement']:.0%}" if o.get("argmax_agreement") is not None else "")

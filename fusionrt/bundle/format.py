@@ -16,6 +16,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from fusionrt.bundle.fields import field as _field
+from fusionrt.bundle.fields import modality_list, optional_text, sha256, task_labels, tensor_specs
+from fusionrt.bundle.fields import name as check_name
 from fusionrt.bundle.specs import MAX_RATE_HZ, FusionInput, InputSpec, TensorSpec, encoder_input, fusion_input
 from fusionrt.errors import BundleError
 from fusionrt.frame import MODALITIES, Modality
@@ -160,8 +163,8 @@ def read_manifest(root: Path) -> dict:
     manifest_path = root / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{manifest_path} is not valid JSON ({e}); re-export the bundle") from e
+    except (ValueError, UnicodeDecodeError) as e:  # ValueError: JSONDecodeError, or an int of > 4300 digits
+        raise BundleError(f"{manifest_path} is not valid JSON ({str(e):.200}); re-export the bundle") from e
     except RecursionError as e:
         raise BundleError(f"{manifest_path} nests too deeply to be a manifest; re-export the bundle") from e
     if _depth(manifest) > MAX_DEPTH:
@@ -229,11 +232,8 @@ def parse(root: Path, manifest: object, *, verify_hashes: bool) -> Bundle:
     kind = _field(task, "kind", str, where, "task.")
     if kind not in TASKS:
         raise BundleError(f"{where}: task.kind is {kind!r}; expected one of {list(TASKS)}")
-    labels = tuple(str(x) for x in _field(task, "labels", list, where, "task."))
-    modalities = tuple(_field(manifest, "modalities", list, where))
-    bad = [m for m in modalities if m not in MODALITIES]
-    if bad or len(set(modalities)) != len(modalities):
-        raise BundleError(f"{where}: modalities are {list(modalities)}; expected distinct names from {list(MODALITIES)}")
+    labels = task_labels(task, kind, where)
+    modalities = modality_list(manifest, where)
     tokenizer = manifest.get("tokenizer")
     tokenizer_dir = None
     if tokenizer is not None:
@@ -246,9 +246,7 @@ def parse(root: Path, manifest: object, *, verify_hashes: bool) -> Bundle:
         name: _component(root, name, entry, files, where, tokenizer_file, legacy=version == 1)
         for name, entry in entries.items()
     }
-    for modality in modalities:
-        if not any(c.role == "encoder" and c.modality == modality for c in components.values()):
-            raise BundleError(f"{where}: modality {modality!r} is listed but no encoder component has it")
+    _check_encoders(components, modalities, where)
     fusions = [c for c in components.values() if c.role == "fusion"]
     if len(fusions) != 1:
         raise BundleError(f"{where}: a bundle has exactly one component with role 'fusion'; found {len(fusions)}")
@@ -263,6 +261,19 @@ def parse(root: Path, manifest: object, *, verify_hashes: bool) -> Bundle:
                               f"not fit together — re-export")
     reference = _reference(root, manifest.get("reference"), files, where)
     return Bundle(root, manifest, kind, labels, modalities, components, tokenizer_dir, reference, fusion, version)
+
+
+def _check_encoders(components: dict, modalities: tuple[str, ...], where: str) -> None:
+    """Exactly one encoder per listed modality, and none for a modality the bundle does not list."""
+    for modality in MODALITIES:
+        names = [c.name for c in components.values() if c.role == "encoder" and c.modality == modality]
+        if modality in modalities and not names:
+            raise BundleError(f"{where}: modality {modality!r} is listed but no encoder component has it")
+        if len(names) > 1:
+            raise BundleError(f"{where}: components {names} are all {modality} encoders; a bundle has one per modality")
+        if names and modality not in modalities:
+            raise BundleError(f"{where}: components.{names[0]} encodes {modality!r} but modalities are "
+                              f"{list(modalities)}; list it or remove the component")
 
 
 def _reference(root: Path, entry: object, files: dict, where: str) -> Reference | None:
@@ -294,12 +305,14 @@ def _component(root: Path, name: str, entry: object, files: dict, where: str, to
         raise BundleError(f"{where}: {prefix}rate_hz is {rate!r}; expected a number of Hz in (0, {MAX_RATE_HZ}] or null")
     variants = {}
     for variant_name, info in _field(entry, "variants", dict, where, prefix).items():
-        vprefix = f"{prefix}variants.{variant_name}."
+        vprefix = f"{prefix}variants.{check_name(variant_name, where, f'{prefix}variants key')}."
         if not isinstance(info, dict):
             raise BundleError(f"{where}: {vprefix[:-1]} must be an object")
         file, key, path = _listed_file(root, info, files, where, vprefix)
         precision = _field(info, "precision", str, where, vprefix)
-        target, scheme = info.get("target"), info.get("scheme")
+        if precision not in PRECISIONS:
+            raise BundleError(f"{where}: {vprefix}precision is {precision!r:.40}; expected one of {list(PRECISIONS)}")
+        target, scheme = optional_text(info, "target", where, vprefix), optional_text(info, "scheme", where, vprefix)
         rest = {k: v for k, v in info.items() if k not in ("file", "precision", "target", "scheme")}
         variants[variant_name] = Variant(variant_name, precision, path, files[key], target, scheme, rest)
     if not variants:
@@ -308,7 +321,11 @@ def _component(root: Path, name: str, entry: object, files: dict, where: str, to
     if default not in variants:
         raise BundleError(f"{where}: {prefix}default_variant {default!r} is not one of the variants {sorted(variants)}")
     engines = {}
-    for precision, info in (entry.get("engines") or {}).items():
+    engine_entries = {} if entry.get("engines") is None else entry["engines"]
+    if not isinstance(engine_entries, dict):
+        raise BundleError(f"{where}: {prefix}engines must be an object keyed by precision, found "
+                          f"{type(engine_entries).__name__}")
+    for precision, info in engine_entries.items():
         eprefix = f"{prefix}engines.{precision}."
         if precision not in PRECISIONS or not isinstance(info, dict):
             raise BundleError(f"{where}: {eprefix[:-1]} must be an object keyed by one of {list(PRECISIONS)}")
@@ -318,9 +335,13 @@ def _component(root: Path, name: str, entry: object, files: dict, where: str, to
             raise BundleError(f"{where}: {eprefix}source_variant {source!r} is not one of the variants {sorted(variants)}")
         engines[precision] = EnginePlan(precision, path, files[key], source, _field(info, "fingerprint", dict, where,
                                                                                       eprefix))
-    inputs = _specs(_field(entry, "inputs", list, where, prefix), where, f"{prefix}inputs")
-    outputs = _specs(_field(entry, "outputs", list, where, prefix), where, f"{prefix}outputs")
-    preprocessing = entry.get("preprocessing") or {}
+    inputs = tensor_specs(_field(entry, "inputs", list, where, prefix), where, f"{prefix}inputs")
+    outputs = tensor_specs(_field(entry, "outputs", list, where, prefix), where, f"{prefix}outputs")
+    preprocessing = entry.get("preprocessing")
+    preprocessing = {} if preprocessing is None else preprocessing
+    if not isinstance(preprocessing, dict):
+        raise BundleError(f"{where}: {prefix}preprocessing must be an object (or null), found "
+                          f"{type(preprocessing).__name__}")
     spec, width = None, None
     if role == "encoder":
         spec, width = encoder_input(where, name, Modality(modality), inputs, outputs, preprocessing, tokenizer_file,
@@ -340,33 +361,9 @@ def _listed_file(root: Path, info: dict, files: dict, where: str, prefix: str) -
     return file, key, _inside(root, file, f"{prefix}file")
 
 
-def _specs(items: list, where: str, field_name: str) -> tuple[TensorSpec, ...]:
-    specs = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise BundleError(f"{where}: {field_name}[{i}] must be an object with name, dtype and shape")
-        prefix = f"{field_name}[{i}]."
-        shape = _field(item, "shape", list, where, prefix)
-        if not all((isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31) or isinstance(d, str)
-                   for d in shape):
-            raise BundleError(f"{where}: {prefix}shape is {shape!r:.80}; expected sizes (0 <= n < 2**31) or axis names")
-        name, dtype = _field(item, "name", str, where, prefix), _field(item, "dtype", str, where, prefix)
-        specs.append(TensorSpec(name, dtype, tuple(shape)))
-    return tuple(specs)
-
-
-def _field(container: dict, key: str, kind: type, where: str, prefix: str = ""):
-    if key not in container:
-        raise BundleError(f"{where}: field '{prefix}{key}' is missing; re-export the bundle")
-    value = container[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BundleError(f"{where}: field '{prefix}{key}' must be {kind.__name__}, found {type(value).__name__}")
-    return value
-
-
 def _inside(root: Path, relative: object, field_name: str) -> Path:
     """root/relative, refusing absolute paths, '..' and symlinks that lead out of the bundle."""
-    if not isinstance(relative, str) or not relative:
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
         raise BundleError(f"{root / MANIFEST}: {field_name} must be a non-empty relative path, found {relative!r}")
     posix = PurePosixPath(relative)
     if posix.is_absolute() or Path(relative).is_absolute() or "\\" in relative or ".." in posix.parts:
@@ -383,8 +380,7 @@ def _check_file(root: Path, relative: str, digest: object, verify_hash: bool) ->
     path = _inside(root, relative, "files")
     if not path.is_file():
         raise BundleError(f"bundle {root}: file {relative!r} listed in the manifest is missing; re-export the bundle")
-    if not isinstance(digest, str):
-        raise BundleError(f"{root / MANIFEST}: files[{relative!r}] must be a sha256 hex string")
+    sha256(digest, str(root / MANIFEST), relative)
     if verify_hash:
         found = sha256_of(path)
         if found != digest:

@@ -31,6 +31,8 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
 MAX_WINDOW_S = 60.0
 MAX_TEXT_LENGTH = 8192
 MAX_RATE_HZ = 10_000
+MAX_EMBEDDING = 1 << 16  # an embedding's width
+MAX_CLASSES = 100_000  # logits of a classification head (task.labels has the same cap)
 
 # The preprocessing keys each modality reads (the rest of the dict is informational).
 PREPROCESSING_KEYS = {
@@ -153,6 +155,10 @@ def fusion_input(
         widths[modality] = spec.shape[1] if isinstance(spec.shape[1], int) else None
     presence = inputs[-1]
     _check_tensor(where, f"{field}.inputs.{PRESENCE}", presence, "float32", 2)
+    for modality, width in widths.items():
+        if width is not None and not 1 <= width <= MAX_EMBEDDING:
+            raise BundleError(f"{where}: {field}.inputs.{modality.value} has width {width}; expected 1 to "
+                              f"{MAX_EMBEDDING}")
     if isinstance(presence.shape[1], int) and presence.shape[1] != len(modalities):
         raise BundleError(f"{where}: {field}.inputs.{PRESENCE} has width {presence.shape[1]}; expected "
                           f"{len(modalities)} (one per modality)")
@@ -160,6 +166,8 @@ def fusion_input(
         raise BundleError(f"{where}: {field}.outputs are {[s.name for s in outputs]}; expected ['{LOGITS}']")
     _check_tensor(where, f"{field}.outputs.{LOGITS}", outputs[0], "float32", 2)
     classes = outputs[0].shape[1]
+    if isinstance(classes, int) and not 1 <= classes <= MAX_CLASSES:
+        raise BundleError(f"{where}: {field}.outputs.{LOGITS} has {classes} logits; expected 1 to {MAX_CLASSES}")
     if task == "classification" and labels and isinstance(classes, int) and classes != len(labels):
         raise BundleError(f"{where}: {field} returns {classes} logits but task.labels has {len(labels)} labels")
     return FusionInput(tuple(modalities), widths)
@@ -171,6 +179,10 @@ def check_embedding_output(where: str, component: str, outputs: Sequence[TensorS
         raise BundleError(f"{where}: components.{component}.outputs are {names}; an encoder has one output named "
                           f"'{EMBEDDING}' (float32 [batch, E]) — export it with output_names=['{EMBEDDING}']")
     _check_tensor(where, f"components.{component}.outputs.{EMBEDDING}", outputs[0], "float32", 2)
+    width = outputs[0].shape[1]
+    if isinstance(width, int) and not 1 <= width <= MAX_EMBEDDING:
+        raise BundleError(f"{where}: components.{component}.outputs.{EMBEDDING} has width {width}; expected 1 to "
+                          f"{MAX_EMBEDDING}")
 
 
 def _image(where, field, specs, names, p, tokenizer_file, legacy) -> ImageInput:
@@ -243,7 +255,7 @@ def _size(where, field, p, key, declared, limit) -> int:
     configured = p.get(key)
     if configured is None:
         if isinstance(declared, int):
-            return declared
+            return _integer(where, f"{field}.inputs' {key} dimension", declared, 1, limit)
         raise BundleError(f"{where}: {field}.preprocessing.{key} is missing and the model's dimension is dynamic "
                           f"({declared!r}), so the host cannot size the input; set preprocessing {key}=N")
     value = _integer(where, f"{field}.preprocessing.{key}", configured, 1, limit)

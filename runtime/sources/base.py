@@ -14,6 +14,9 @@ from fusionrt.errors import ConfigError, SourceError
 from fusionrt.frame import Frame, Modality
 
 
+MAX_RECONNECT_ATTEMPTS = 1000
+
+
 class Replay(str, Enum):
     """How file and test:// sources release their frames (live sources are always live)."""
 
@@ -32,6 +35,9 @@ class SourceOptions:
     chunk_ms: float = 20.0  # audio chunk length
     seed: int = 0  # test:// sources
     duration_s: float | None = None  # test:// sources; None = endless
+    reconnect_attempts: int = 5  # live cameras and streams: reopen attempts per outage (0: never reconnect)
+    reconnect_backoff_s: float = 0.5  # the first wait before reopening; doubles per attempt (capped)
+    raw_capture: bool = False  # V4L2 cameras: YUYV, csi://: NV12, converted once at model size (runtime/native.py)
 
     def __post_init__(self) -> None:
         try:
@@ -51,6 +57,14 @@ class SourceOptions:
         for name, value in positive.items():
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"SourceOptions.{name} must be a positive number, got {value!r}")
+        if not (isinstance(self.reconnect_attempts, int) and 0 <= self.reconnect_attempts <= MAX_RECONNECT_ATTEMPTS):
+            raise ConfigError(f"SourceOptions.reconnect_attempts must be an integer in [0, {MAX_RECONNECT_ATTEMPTS}], "
+                              f"got {self.reconnect_attempts!r}")
+        if not (isinstance(self.reconnect_backoff_s, (int, float)) and 0 < self.reconnect_backoff_s <= 60):
+            raise ConfigError(f"SourceOptions.reconnect_backoff_s must be in (0, 60] seconds, "
+                              f"got {self.reconnect_backoff_s!r}")
+        if not isinstance(self.raw_capture, bool):
+            raise ConfigError(f"SourceOptions.raw_capture must be True or False, got {self.raw_capture!r}")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ConfigError(f"SourceOptions.seed must be an integer >= 0, got {self.seed!r}")
 

@@ -1,8 +1,10 @@
 """Live camera sources (modality image): camera indices, V4L2 devices, rtsp/http streams,
 GStreamer pipelines, Jetson CSI cameras; and the synthetic test://digits camera.
 
-Frames are uint8 HxWx3 BGR at the source's resolution (the pipeline resizes). Video files and
-image sequences are in video_file.py.
+Frames are uint8 HxWx3 BGR at the source's resolution (the pipeline resizes). With `raw` capture a
+V4L2 device that offers YUYV, and a CSI camera (NV12 caps), deliver their native pixels instead,
+tagged in `Frame.pixel_format`, so conversion happens once, at model size (runtime/native.py).
+Video files and image sequences are in video_file.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -46,15 +49,16 @@ def gstreamer_available(build_info: str | None = None) -> bool:
     return bool(match) and match.group(1).upper() == "YES"
 
 
-def csi_pipeline(sensor_id: int, *, width: int, height: int, fps: float) -> str:
-    """The GStreamer pipeline of a Jetson CSI camera, ending in an appsink that yields BGR frames."""
+def csi_pipeline(sensor_id: int, *, width: int, height: int, fps: float, raw: bool = False) -> str:
+    """The GStreamer pipeline of a Jetson CSI camera, ending in an appsink that yields BGR frames, or
+    with `raw` the ISP's NV12 copied out of NVMM unconverted."""
     rate = Fraction(fps).limit_denominator(1001)
+    tail = "video/x-raw, format=NV12" if raw else "video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR"
     return (
         f"nvarguscamerasrc sensor-id={sensor_id} ! "
         f"video/x-raw(memory:NVMM), width={width}, height={height}, "
         f"framerate={rate.numerator}/{rate.denominator}, format=NV12 ! "
-        f"nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
-        f"appsink drop=true max-buffers=1"
+        f"nvvidconv ! {tail} ! appsink drop=true max-buffers=1"
     )
 
 
@@ -82,7 +86,7 @@ def open_camera_index(uri: str, index: int, options: SourceOptions) -> LiveCaptu
         capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise SourceError(f"camera index {index} cannot be opened; {describe_cameras()}")
-    return LiveCapture(uri, capture, f"camera index {index}", options, configure=True)
+    return LiveCapture(uri, capture, f"camera index {index}", options, configure=True, raw=options.raw_capture)
 
 
 def open_video_device(uri: str, path: str, options: SourceOptions) -> LiveCapture:
@@ -98,7 +102,7 @@ def open_video_device(uri: str, path: str, options: SourceOptions) -> LiveCaptur
             f"video device {path} exists but cannot be opened: is it busy, or is the user not in "
             f"the 'video' group? {describe_cameras()}"
         )
-    return LiveCapture(uri, capture, f"video device {path}", options, configure=True)
+    return LiveCapture(uri, capture, f"video device {path}", options, configure=True, raw=options.raw_capture)
 
 
 def open_stream(uri: str, options: SourceOptions) -> LiveCapture:
@@ -123,7 +127,7 @@ def stream_timeouts() -> list[int]:
     return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
 
 
-def open_gstreamer(uri: str, pipeline: str, options: SourceOptions) -> LiveCapture:
+def open_gstreamer(uri: str, pipeline: str, options: SourceOptions, raw_format: str | None = None) -> LiveCapture:
     import cv2
 
     require_live_replay(uri, options)
@@ -139,7 +143,8 @@ def open_gstreamer(uri: str, pipeline: str, options: SourceOptions) -> LiveCaptu
             f"GStreamer pipeline {pipeline!r} cannot be started; test it with "
             f"gst-launch-1.0 (replacing appsink by fakesink)"
         )
-    return LiveCapture(uri, capture, f"GStreamer pipeline {pipeline!r}", options, configure=False)
+    return LiveCapture(uri, capture, f"GStreamer pipeline {pipeline!r}", options, configure=False,
+                       raw_format=raw_format)
 
 
 def open_csi(uri: str, sensor_id: int, options: SourceOptions) -> LiveCapture:
@@ -147,8 +152,9 @@ def open_csi(uri: str, sensor_id: int, options: SourceOptions) -> LiveCapture:
     require_gstreamer(uri)
     width = options.width or CSI_DEFAULT_SIZE[0]
     height = options.height or CSI_DEFAULT_SIZE[1]
-    pipeline = csi_pipeline(sensor_id, width=width, height=height, fps=options.fps or DEFAULT_FPS)
-    return open_gstreamer(uri, pipeline, options)
+    pipeline = csi_pipeline(sensor_id, width=width, height=height, fps=options.fps or DEFAULT_FPS,
+                            raw=options.raw_capture)
+    return open_gstreamer(uri, pipeline, options, raw_format="nv12" if options.raw_capture else None)
 
 
 def require_gstreamer(uri: str, build_info: str | None = None) -> None:
@@ -169,11 +175,15 @@ class LiveCapture(BaseSource):
     A grab that fails mid-stream raises SourceError (unplugged camera, dropped stream).
     """
 
-    def __init__(self, uri: str, capture, description: str, options: SourceOptions, *, configure: bool) -> None:
+    def __init__(self, uri: str, capture, description: str, options: SourceOptions, *, configure: bool,
+                 raw: bool = False, raw_format: str | None = None) -> None:
         import cv2
 
         if configure:
             _configure(capture, options)
+        self.pixel_format = raw_format or (request_raw_yuyv(capture) if raw else "bgr")
+        if raw_format:
+            capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)
         native = capture.get(cv2.CAP_PROP_FPS)
         super().__init__(Modality.IMAGE, uri, native if usable_rate(native) else options.fps or DEFAULT_FPS)
         self.description = description
@@ -199,7 +209,18 @@ class LiveCapture(BaseSource):
                     f"{self.description} stopped delivering frames after {self.stats['frames']} frames; "
                     f"was it unplugged or did the stream drop?"
                 )
-            yield self._frame(as_bgr(image), t_ns)
+            yield self._deliver(image, t_ns)
+
+    def _deliver(self, image: np.ndarray, t_ns: int) -> Frame:
+        if self.pixel_format == "bgr":
+            return self._frame(as_bgr(image), t_ns)
+        frame = self._frame(raw_frame(image, self.pixel_format, *self._size()), t_ns)
+        return replace(frame, pixel_format=self.pixel_format)
+
+    def _size(self) -> tuple[int, int]:
+        import cv2
+
+        return int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH))
 
     def _release(self) -> None:
         self._capture.release()
@@ -256,6 +277,30 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return image
+
+
+def request_raw_yuyv(capture) -> str:
+    """Ask a V4L2 capture for YUYV with OpenCV's conversion off: "yuyv" when the device took it, else
+    conversion stays on and frames are "bgr" (MJPG-only cameras, other backends)."""
+    import cv2
+
+    yuyv = cv2.VideoWriter_fourcc(*"YUYV")
+    if capture.set(cv2.CAP_PROP_FOURCC, yuyv) and int(capture.get(cv2.CAP_PROP_FOURCC)) == yuyv:
+        if capture.set(cv2.CAP_PROP_CONVERT_RGB, 0) and not capture.get(cv2.CAP_PROP_CONVERT_RGB):
+            return "yuyv"
+    capture.set(cv2.CAP_PROP_CONVERT_RGB, 1)
+    return "bgr"
+
+
+def raw_frame(buffer: np.ndarray, pixel_format: str, height: int, width: int) -> np.ndarray:
+    """A raw capture buffer (OpenCV returns it flat, 1xN) shaped as runtime/native.py expects it."""
+    from fusionrt.runtime.native import expected_shape
+
+    shape = expected_shape(pixel_format, height, width)
+    if buffer.size < math.prod(shape):
+        raise SourceError(f"a {pixel_format} frame of {width}x{height} needs {math.prod(shape)} bytes; the "
+                          f"camera delivered {buffer.size}")
+    return np.ascontiguousarray(buffer.reshape(-1)[: math.prod(shape)]).reshape(shape)
 
 
 def _configure(capture, options: SourceOptions) -> None:

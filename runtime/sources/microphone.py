@@ -3,7 +3,9 @@
 Frames are float32 mono chunks of `options.chunk_ms` at `options.sample_rate` (the last chunk of a
 file may be shorter). A chunk's t_ns is the capture time of its last sample. NaN/Inf samples are
 replaced by 0 and counted in `stats["nonfinite_samples"]` (counted per channel value, before the
-downmix). A file that ends before the frame count its header declares raises SourceError.
+downmix). A file that ends before the frame count its header declares (for WAV, the RIFF data
+chunk's size, since libsndfile itself counts only what is there) is streamed up to the cut, counted
+in `stats["truncated"]`, then raises SourceError saying it is truncated.
 """
 
 from __future__ import annotations
@@ -81,6 +83,34 @@ def open_microphone(uri: str, device: int | str | None, options: SourceOptions) 
     return MicrophoneSource(uri, sd, info, options)
 
 
+def wav_declared_frames(path: str) -> int | None:
+    """The frame count a RIFF/WAVE header declares (data chunk size / block align), or None when the
+    file is not a WAV or declares no usable size (0 or 0xFFFFFFFF: written by a streaming recorder)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            for _ in range(64):  # bounded: a WAV has a handful of chunks before its data
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"fmt " and size >= 16:
+                    fmt = f.read(size + size % 2)
+                    block_align = int.from_bytes(fmt[12:14], "little")
+                    continue
+                if chunk[:4] == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                f.seek(size + size % 2, os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
 class Rechunker:
     """Cuts a stream of sample blocks into chunks of exactly `size` samples."""
 
@@ -103,7 +133,7 @@ class Rechunker:
 class AudioFileSource(BaseSource):
     """A WAV/FLAC/OGG/... file, downmixed to mono and resampled to `options.sample_rate`."""
 
-    counters = ("nonfinite_samples", "loops")
+    counters = ("nonfinite_samples", "loops", "truncated")
 
     def __init__(self, uri: str, path: str, options: SourceOptions) -> None:
         import soundfile
@@ -117,6 +147,7 @@ class AudioFileSource(BaseSource):
             raise SourceError(f"audio file {path} cannot be decoded: {e}") from None
         self.file_rate = self._file.samplerate
         self.channels = self._file.channels
+        self.declared_frames = max(self._file.frames, wav_declared_frames(path) or 0)
         if self.file_rate != options.sample_rate:
             warnings.warn(
                 f"audio file {path} is {self.file_rate} Hz; resampling it to {options.sample_rate} Hz",
@@ -133,21 +164,34 @@ class AudioFileSource(BaseSource):
             yield self._frame(chunk, t_ns)
 
     def _chunks(self) -> Iterator[np.ndarray]:
+        """Chunks of every pass; a truncated file is streamed to its cut (flushed), then raises SourceError."""
         resampler = StreamResampler(self.file_rate, self.options.sample_rate)
         chunker = Rechunker(self.options.chunk_samples)
         block = max(1, round(self.file_rate * FILE_BLOCK_S))
+        truncated = None
         while True:
+            read = 0
             for samples in self._blocks(block):
+                read += len(samples)
                 yield from chunker.push(resampler.push(samples))
+            if 0 < self.declared_frames and read < self.declared_frames:
+                self.stats["truncated"] += 1
+                truncated = read
+                break
             if not self.options.loop or self._closed.is_set():
                 break
             self._file.seek(0)
             self.stats["loops"] += 1
         yield from chunker.push(resampler.flush())
         yield from chunker.flush()
+        if truncated is not None:
+            raise SourceError(
+                f"audio file {self.path} is truncated: it ended after {truncated} of the {self.declared_frames} "
+                f"frames its header declares (what was there was streamed)"
+            )
 
     def _blocks(self, size: int) -> Iterator[np.ndarray]:
-        """Mono sanitised blocks of one pass over the file; raises SourceError if it ends early."""
+        """Mono sanitised blocks of one pass over the file."""
         read = 0
         while True:
             try:
@@ -155,17 +199,11 @@ class AudioFileSource(BaseSource):
             except (RuntimeError, ValueError) as e:
                 raise SourceError(f"audio file {self.path}: decoding failed after {read} frames: {e}") from e
             if len(block) == 0:
-                break
+                return
             read += len(block)
             block, bad = sanitize(block)
             self.stats["nonfinite_samples"] += bad
             yield downmix(block)
-        declared = self._file.frames
-        if 0 < declared and read < declared:
-            raise SourceError(
-                f"audio file {self.path} ended after {read} of the {declared} frames its header "
-                f"declares; the file is truncated or corrupt"
-            )
 
     def _release(self) -> None:
         self._file.close()

@@ -3,7 +3,8 @@
 Text is emitted on change only: a message equal to the previous one is skipped and counted in
 `stats["unchanged"]`. Empty (whitespace-only) lines are skipped and counted in
 `stats["empty_lines"]`; lines with invalid UTF-8 are decoded with U+FFFD replacements and counted
-in `stats["decode_errors"]`. A stream that ends just ends.
+in `stats["decode_errors"]`; the pipeline repairs (and counts) lone surrogates and control
+characters with `repair_text` before tokenizing. A stream that ends just ends.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from fusionrt.runtime.sources.base import BaseSource, Replay, SourceOptions, syn
 UNTIMED_LINE_INTERVAL_S = 1.0  # a .txt line without a time is released this long after the previous
 TEST_TEXT_RATE_HZ = 1.0
 STDIN_POLL_S = 0.1  # how often a blocked stdin read checks for close()
+MAX_LINE_TIME_MS = 30 * 86_400_000.0  # a release time past 30 days is a typo (and overflows timers)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _TIMED_LINE = re.compile(r"^\s*(\d+(?:\.\d*)?)\t(.*)$", re.DOTALL)
 
 
@@ -33,6 +37,20 @@ class ScheduledLine(NamedTuple):
     text: str
     line: int  # 1-based line number in the file
     timed: bool  # the line gave its own time ("t_ms<TAB>text")
+
+
+def repair_text(text: str) -> tuple[str, dict[str, int]]:
+    """`text` fit for a tokenizer and what was repaired: lone surrogates (e.g. undecodable argv bytes,
+    which Python keeps as U+DC80..U+DCFF) become U+FFFD; NUL and other control characters (but tab,
+    newline and carriage return) are removed."""
+    repairs = {}
+    text, n = _SURROGATE.subn("\ufffd", text)
+    if n:
+        repairs["lone_surrogates"] = n
+    text, n = _CONTROL.subn("", text)
+    if n:
+        repairs["control_chars"] = n
+    return text, repairs
 
 
 def decode_line(raw: bytes) -> tuple[str, bool]:
@@ -64,6 +82,12 @@ def parse_text_file(path: str) -> tuple[list[ScheduledLine], dict[str, int]]:
             text = text.removeprefix("\ufeff")
         timed = _TIMED_LINE.match(text)
         if timed:
+            if float(timed.group(1)) > MAX_LINE_TIME_MS:
+                raise SourceError(
+                    f"text file {path}, line {number}: release time {timed.group(1):.20} ms is beyond "
+                    f"{MAX_LINE_TIME_MS:.0f} ms ({MAX_LINE_TIME_MS / 86_400_000:.0f} days); expected 't_ms<TAB>text' "
+                    f"with t_ms in milliseconds from the start"
+                )
             offset = round(float(timed.group(1)) * 1e6)
             text = timed.group(2)
             if previous is not None and offset < previous:

@@ -44,6 +44,7 @@ FORMS: dict[Modality, tuple[tuple[str, str], ...]] = {
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters at least: C:\ stays a path
 _STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+MAX_INDEX_DIGITS = 6  # a camera/microphone/sensor index; longer digit strings are not indices
 
 
 def accepted_forms(modality: Modality | str) -> str:
@@ -66,33 +67,35 @@ def open_source(uri: str, modality: Modality | str, *, options: SourceOptions = 
 
 
 def _open_image(uri: str, options: SourceOptions) -> Source:
+    """Live cameras and streams come wrapped in `Reconnecting` (files and test:// never reconnect)."""
     from fusionrt.runtime.sources import camera, video_file
+    from fusionrt.runtime.sources.reconnect import reconnecting
 
     scheme = _scheme(uri)
-    if uri.isdigit():
-        return camera.open_camera_index(uri, int(uri), options)
+    if _is_index(uri):
+        return reconnecting(lambda: camera.open_camera_index(uri, int(uri), options), options)
     if scheme == "v4l2":
         path = _after(uri, "v4l2://")
         if not path.startswith("/dev/"):
             raise _malformed(uri, Modality.IMAGE, "expected v4l2:///dev/videoN")
-        return camera.open_video_device(uri, path, options)
+        return reconnecting(lambda: camera.open_video_device(uri, path, options), options)
     if scheme == "csi":
         sensor = _after(uri, "csi://")
-        if not sensor.isdigit():
+        if not _is_index(sensor):
             raise _malformed(uri, Modality.IMAGE, "expected csi://N with a sensor number N")
-        return camera.open_csi(uri, int(sensor), options)
+        return reconnecting(lambda: camera.open_csi(uri, int(sensor), options), options)
     if scheme == "gst":
         pipeline = uri[len("gst:") :].strip()
         if not pipeline:
             raise _malformed(uri, Modality.IMAGE, "expected gst:PIPELINE")
-        return camera.open_gstreamer(uri, pipeline, options)
+        return reconnecting(lambda: camera.open_gstreamer(uri, pipeline, options), options)
     if scheme in _STREAM_SCHEMES:
         parts = urlsplit(uri)
         if not _after(uri, f"{scheme}://") or not parts.hostname:
             raise _malformed(uri, Modality.IMAGE, f"expected {scheme}://HOST[:PORT]/PATH")
         if scheme.startswith("http") and Path(parts.path).suffix.lower() in video_file.VIDEO_EXTENSIONS:
             return video_file.open_video_file(uri, uri, options)
-        return camera.open_stream(uri, options)
+        return reconnecting(lambda: camera.open_stream(uri, options), options)
     if scheme == "test":
         if uri != "test://digits":
             raise _malformed(uri, Modality.IMAGE, "unknown test source")
@@ -100,7 +103,7 @@ def _open_image(uri: str, options: SourceOptions) -> Source:
     path = _file_path(uri, scheme, Modality.IMAGE)
     suffix = Path(path).suffix.lower()
     if path.startswith("/dev/video"):
-        return camera.open_video_device(uri, path, options)
+        return reconnecting(lambda: camera.open_video_device(uri, path, options), options)
     if video_file.has_glob(path) or os.path.isdir(path) or suffix in video_file.IMAGE_EXTENSIONS:
         return video_file.open_image_sequence(uri, path, options)
     if suffix in video_file.VIDEO_EXTENSIONS or os.path.isfile(path):
@@ -114,7 +117,7 @@ def _open_audio(uri: str, options: SourceOptions) -> Source:
     scheme = _scheme(uri)
     if uri == "default":
         return microphone.open_microphone(uri, None, options)
-    if uri.isdigit():
+    if _is_index(uri):
         return microphone.open_microphone(uri, int(uri), options)
     if scheme == "test":
         if uri != "test://dtmf":
@@ -155,6 +158,17 @@ def _file_path(uri: str, scheme: str | None, modality: Modality) -> str:
     if scheme and "://" in uri:
         raise _malformed(uri, modality, f"unknown scheme {scheme!r}")
     return os.path.expanduser(uri)
+
+
+def _is_index(text: str) -> bool:
+    """A device index: ASCII digits (str.isdigit() also takes '²'); SourceError when there are more than
+    MAX_INDEX_DIGITS of them."""
+    if not (text.isascii() and text.isdigit()):
+        return False
+    if len(text) > MAX_INDEX_DIGITS:
+        raise SourceError(f"device index {text[:20]}... has {len(text)} digits; a camera, microphone or sensor "
+                          f"index has at most {MAX_INDEX_DIGITS}")
+    return True
 
 
 def _scheme(uri: str) -> str | None:

@@ -61,9 +61,10 @@ def natural_key(name: str) -> list:
 
 
 class VideoFileSource(BaseSource):
-    """A video file (or a video URL) replayed at its own rate (or `options.fps`), optionally looped."""
+    """A video file (or a video URL) replayed at its own rate (or `options.fps`), optionally looped.
+    A truncated file is streamed up to the cut, counted in `stats["truncated"]`, then fails."""
 
-    counters = ("loops",)
+    counters = ("loops", "truncated")
 
     def __init__(self, uri: str, path: str, options: SourceOptions) -> None:
         import cv2
@@ -110,7 +111,12 @@ class VideoFileSource(BaseSource):
                 yield self._frame(image, t_ns)
                 decoded += 1
                 image = self._read()
-            _check_complete(self.path, decoded, declared)
+            if not _complete(decoded, declared):
+                self.stats["truncated"] = 1
+                raise SourceError(
+                    f"video file {self.path} stopped decoding after {decoded} of the {declared} frames its "
+                    f"container declares; the file is truncated or corrupt"
+                )
             if not self.options.loop or self._closed.is_set():
                 return
             self._capture.release()
@@ -154,13 +160,9 @@ class ImageSequenceSource(BaseSource):
             self.stats["loops"] += 1
 
 
-def _check_complete(path: str, decoded: int, declared: int) -> None:
-    """A file that ends well before the frame count its container declares is truncated or corrupt."""
-    if declared > 0 and declared - decoded > max(1, declared // 100):
-        raise SourceError(
-            f"video file {path} stopped decoding after {decoded} of the {declared} frames its "
-            f"container declares; the file is truncated or corrupt"
-        )
+def _complete(decoded: int, declared: int) -> bool:
+    """False when a file ended well before the frame count its container declares (truncated or corrupt)."""
+    return not (declared > 0 and declared - decoded > max(1, declared // 100))
 
 
 def _read_image(path: str) -> np.ndarray:

@@ -99,6 +99,11 @@ def filled_metrics() -> Metrics:
     metrics.action("image", "drop_oldest")
     metrics.source_failed("audio", "device unplugged")
     metrics.note("no text source")
+    metrics.repair("audio", "nonfinite", 2)
+    metrics.source("image", "rtsp://cam")
+    assert metrics.source_stats("image", {"frames": 9, "reconnect_attempts": 3, "reconnects": 1, "loops": 2})
+    assert not metrics.source_stats("image", {"frames": 10, "reconnect_attempts": 3, "reconnects": 1})  # unchanged
+    metrics.handover("image", "audio", "image source failed")
     metrics.finish()
     return metrics
 
@@ -111,7 +116,12 @@ def test_to_dict_reports_every_figure():
     intervals = np.diff([1_000 + i * 30 + (i % 2) * 4 for i in range(5)])
     assert d["jitter_ms"] == pytest.approx(intervals.std())
     assert d["drops"] == {"audio": {"bad_input": 1, "source_error": 1}, "image": {"superseded": 3}}
-    assert d["drops_by_reason"] == {"superseded": 3, "stale": 0, "budget": 0, "source_error": 1, "bad_input": 1}
+    assert d["drops_by_reason"] == {"superseded": 3, "stale": 0, "budget": 0, "source_error": 1, "bad_input": 1,
+                                    "engine_error": 0}
+    assert d["repairs"] == {"audio": {"nonfinite": 2}}
+    assert d["source_events"] == {"image": {"reconnect_attempts": 3, "reconnects": 1}}  # anomalies only
+    assert d["trigger_handovers"] == [{"from": "image", "to": "audio", "why": "image source failed",
+                                       "after_results": 5}]
     assert d["presence"] == {"image": 5, "audio": 2}
     assert d["absence"] == {"audio": {"stale": 3}}
     assert d["staleness_ms"]["audio"]["count"] == 2
@@ -128,6 +138,9 @@ def test_summary_table_has_a_row_per_stage_and_the_failures():
     assert "deadline misses 1 (20.0%)" in table
     assert "image superseded 3" in table
     assert "FAILED: device unplugged" in table
+    assert "repairs: audio nonfinite 2" in table
+    assert "source image rtsp://cam: 5 frames" in table and "reconnect_attempts 3, reconnects 1" in table
+    assert "trigger handed over: image -> audio after 5 results (image source failed)" in table
 
 
 def test_prometheus_text_is_well_formed():
@@ -148,6 +161,9 @@ def test_prometheus_text_is_well_formed():
     assert values['fusionrt_source_up{source="image"}'] == 1
     assert values['fusionrt_e2e_latency_seconds{quantile="0.5"}'] == pytest.approx(0.012, rel=0.006)
     assert values["fusionrt_e2e_latency_seconds_count"] == 5
+    assert values['fusionrt_repairs_total{stage="audio",kind="nonfinite"}'] == 2
+    assert values['fusionrt_source_events_total{source="image",event="reconnects"}'] == 1
+    assert values["fusionrt_trigger_handovers_total"] == 1
     assert not math.isnan(values['fusionrt_stage_latency_seconds{stage="image",quantile="0.999"}'])
 
 

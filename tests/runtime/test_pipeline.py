@@ -123,6 +123,7 @@ def test_deterministic_replay_processes_everything_and_is_bit_identical(bundle_d
         assert summary.metrics["frames"] == {"image": 40, "audio": 70, "text": 2}
         assert summary.metrics["stages_ms"]["audio.encode"]["count"] == 13  # (1.4 - 0.2) / 0.1 + 1 windows
         assert sum(summary.metrics["drops_by_reason"].values()) == 0
+        assert summary.metrics["trigger_handovers"] == []  # the camera file ending is no failure: no handover
     assert files[0] == files[1]
     records = [json.loads(line) for line in files[0].decode().splitlines()]
     assert [r["seq"] for r in records] == list(range(40))
@@ -240,10 +241,14 @@ def test_bad_inputs_are_counted_and_never_crash(bundle_dir, replay):
                "text": ListSource("text", [(0.0, "   ", None), (0.01, "dog", None)], replay=replay)}  # fmt: skip
     summary, results = run_collect(Pipeline.from_bundle(bundle_dir, sources))
     assert summary.metrics["drops"]["image"]["bad_input"] == 3
-    assert summary.metrics["drops"]["audio"] == {"bad_input": 2}
+    assert "audio" not in summary.metrics["drops"]  # NaN/Inf chunks are repaired (zeros) and used, not dropped
+    assert summary.metrics["repairs"]["audio"] == {"nonfinite": 2}
     assert summary.metrics["drops"]["text"] == {"bad_input": 1}
-    assert len(results) + superseded(summary) == 7  # six good frames and the larger one, resized
-    assert results[-1].presence == {"text": True, "image": True, "audio": True}
+    # six good frames and the larger one, resized; the audio ends with the camera (at 0.4 s), so in
+    # realtime its last window may come after the trigger handed over to audio
+    on_camera = [r for r in results if r.trigger == "image"]
+    assert len(on_camera) + superseded(summary) == 7 and len(results) - len(on_camera) <= 1
+    assert on_camera[-1].presence == {"text": True, "image": True, "audio": True}
     assert sum("bad image input" in n for n in summary.metrics["notes"]) == 1  # said once, counted each time
 
 

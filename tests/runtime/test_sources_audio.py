@@ -110,14 +110,31 @@ def test_truncated_flac_raises_and_missing_or_junk_files_name_themselves(tmp_pat
         open_source(str(junk), "audio")
 
 
-def test_truncated_wav_ends_at_its_last_whole_sample(tmp_path):
-    # libsndfile clamps a cut WAV's frame count to the bytes present: the stream just ends early.
+def test_truncated_wav_streams_to_its_cut_then_says_it_is_truncated(tmp_path):
+    # libsndfile clamps a cut WAV's frame count to the bytes present; the RIFF data chunk says more.
     path = tmp_path / "cut.wav"
     soundfile.write(path, tone(700, 16000, 1.0), 16000)
     content = path.read_bytes()
     path.write_bytes(content[:-12000])
-    out = np.concatenate([f.data for f in open_source(str(path), "audio", options=DETERMINISTIC).frames()])
-    assert len(out) == 16000 - 6000
+    source = open_source(str(path), "audio", options=DETERMINISTIC)
+    assert source.declared_frames == 16000
+    frames = []
+    with pytest.raises(SourceError, match=r"cut.wav is truncated: it ended after 10000 of the 16000 frames"):
+        for frame in source.frames():
+            frames.append(frame)
+    assert sum(len(f.data) for f in frames) == 16000 - 6000  # everything readable was streamed
+    assert source.stats["truncated"] == 1
+
+
+def test_wav_declared_frames_reads_the_riff_data_chunk(tmp_path):
+    from fusionrt.runtime.sources.microphone import wav_declared_frames
+
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.zeros((300, 2), np.float32), 8000, subtype="PCM_16")
+    assert wav_declared_frames(str(path)) == 300
+    (tmp_path / "x.wav").write_bytes(b"RIFF\x00\x00")
+    assert wav_declared_frames(str(tmp_path / "x.wav")) is None
+    assert wav_declared_frames(str(tmp_path / "missing.wav")) is None
 
 
 def test_test_dtmf_is_the_data_generator_with_ground_truth():

@@ -266,3 +266,19 @@ def test_close_from_another_thread_ends_an_endless_source():
     assert 3 <= len(frames) <= 20
     with pytest.raises(SourceError, match="once"):
         source.frames()
+
+
+def test_csi_raw_caps_copy_nv12_out_unconverted():
+    raw = csi_pipeline(0, width=1920, height=1080, fps=30, raw=True)
+    assert "nvvidconv ! video/x-raw, format=NV12 ! appsink" in raw and "videoconvert" not in raw
+    assert "format=BGR !" in csi_pipeline(0, width=1920, height=1080, fps=30)
+
+
+def test_raw_capture_buffers_are_shaped_for_the_kernel_and_short_ones_refused():
+    from fusionrt.runtime.sources.camera import raw_frame
+
+    flat = np.arange(48 * 64 * 2, dtype=np.uint8).reshape(1, -1)  # OpenCV hands raw V4L2 frames as 1xN
+    assert raw_frame(flat, "yuyv", 48, 64).shape == (48, 64, 2)
+    assert raw_frame(np.zeros((1, 48 * 64 * 3 // 2), np.uint8), "nv12", 48, 64).shape == (72, 64)
+    with pytest.raises(SourceError, match="needs 6144 bytes"):
+        raw_frame(flat[:, :100], "yuyv", 48, 64)
