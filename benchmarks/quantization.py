@@ -58,6 +58,7 @@ from fusionrt.calibration import (  # noqa: E402
     measure_latency,
     prepare_for_quantization,
     quantize_onnx,
+    resolve_target,
 )
 from fusionrt.calibration.measure import row_cosines  # noqa: E402
 from fusionrt.calibration.sensitivity import cosine_judge, repair  # noqa: E402
@@ -65,15 +66,16 @@ from fusionrt.runtime.bench import machine  # noqa: E402
 from fusionrt.runtime.engine import OrtEngine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = resolve_target("auto")  # this CPU's INT8 family: its scheme (fusionrt.calibration.target)
 CONFIGS = [
-    *(QuantConfig(QuantMode.INT8_STATIC, c) for c in Calibrator),
-    QuantConfig(QuantMode.INT8_DYNAMIC),
-    QuantConfig(QuantMode.FP16),
+    *(QuantConfig.for_target(QuantMode.INT8_STATIC, TARGET, c) for c in Calibrator),
+    QuantConfig.for_target(QuantMode.INT8_DYNAMIC, TARGET),
+    QuantConfig.for_target(QuantMode.FP16, TARGET),
 ]
 MINILM_CONFIGS = [
-    QuantConfig(QuantMode.INT8_DYNAMIC),
-    QuantConfig(QuantMode.INT8_STATIC, Calibrator.MINMAX),
-    QuantConfig(QuantMode.FP16),
+    QuantConfig.for_target(QuantMode.INT8_DYNAMIC, TARGET),
+    QuantConfig.for_target(QuantMode.INT8_STATIC, TARGET, Calibrator.MINMAX),
+    QuantConfig.for_target(QuantMode.FP16, TARGET),
 ]
 TARGETS = {
     "image_encoder": {"min_speedup": 1.5, "max_accuracy_loss_pts": 0.5},
@@ -217,7 +219,7 @@ def image_at_size(runs: int, threads: list[int], tmp: Path) -> dict:
     calib = [{"image": frames(8, 100 + k)} for k in range(4)]
     heldout = [{"image": frames(8, 200 + k)} for k in range(4)]
     paths, rows = {"fp32": fp32}, {"fp32": {"cosine": 1.0, "cosine_min": 1.0}}
-    for config in (QuantConfig(QuantMode.INT8_STATIC, Calibrator.MINMAX), QuantConfig(QuantMode.INT8_STATIC, Calibrator.PERCENTILE)):
+    for config in (QuantConfig.for_target(QuantMode.INT8_STATIC, TARGET, c) for c in (Calibrator.MINMAX, Calibrator.PERCENTILE)):
         label = candidate_label(config)
         paths[label] = quantize_onnx(fp32, tmp / f"image224.{label}.onnx", config, FeedsReader(calib)).path
         a = agreement(np.concatenate([OrtEngine(fp32).run(f)["embedding"] for f in heldout]),
@@ -292,7 +294,8 @@ def minilm(runs: int, threads: list[int], tmp: Path) -> dict:
     # every one of them must keep cosine >= MINILM_REPAIR_COSINE; the evaluation sentences never take part.
     one_by_one = [encode([s]) for s in calib_sents]
     t0 = time.perf_counter()
-    fixed = repair(prepared, tmp / "minilm.int8-dynamic-repaired.onnx", QuantConfig(QuantMode.INT8_DYNAMIC), one_by_one,
+    dynamic = QuantConfig.for_target(QuantMode.INT8_DYNAMIC, TARGET)
+    fixed = repair(prepared, tmp / "minilm.int8-dynamic-repaired.onnx", dynamic, one_by_one,
                    cosine_judge(fp32, one_by_one, MINILM_REPAIR_COSINE, every_row=True), progress=print)
     paths["int8-dynamic-repaired"] = fixed.result.path
     info["int8-dynamic-repaired"] = {"build_s": round(time.perf_counter() - t0, 2), "kept_float": len(fixed.result.excluded_nodes),

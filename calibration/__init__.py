@@ -11,7 +11,6 @@ from fusionrt.calibration.auto import (
     candidate_label,
     candidates,
     default_heldout,
-    format_table,
     latency_feed,
     quantize_bundle,
 )
@@ -20,7 +19,15 @@ from fusionrt.calibration.evaluate import BundleRunner, evaluate, evaluate_bundl
 from fusionrt.calibration.files import CalibrationWarning, Skipped
 from fusionrt.calibration.fp16 import fp16_from_onnx
 from fusionrt.calibration.graphs import per_channel_scales, quantized_nodes
-from fusionrt.calibration.measure import Agreement, Latency, agreement, compare_outputs, measure_latency
+from fusionrt.calibration.measure import (
+    Agreement,
+    Latency,
+    agreement,
+    compare_outputs,
+    faster_beyond_noise,
+    measure_latency,
+)
+from fusionrt.calibration.report import choose, format_table
 from fusionrt.calibration.quantize import (
     Calibrator,
     Prepared,
@@ -44,7 +51,7 @@ from fusionrt.calibration.sensitivity import (
     outlier_ratios,
     repair,
 )
-from fusionrt.calibration.target import cpu_target
+from fusionrt.calibration.target import TARGETS, Scheme, cpu_target, resolve_target, scheme_for
 from fusionrt.calibration.tensorrt import engine_bundle
 
 __all__ = [
@@ -63,7 +70,9 @@ __all__ = [
     "QuantMode",
     "QuantResult",
     "RepairResult",
+    "Scheme",
     "Skipped",
+    "TARGETS",
     "Verdict",
     "agreement",
     "candidate_label",
@@ -71,11 +80,13 @@ __all__ = [
     "compare_outputs",
     "convert_fp16",
     "cosine_judge",
+    "choose",
     "cpu_target",
     "default_heldout",
     "engine_bundle",
     "evaluate",
     "evaluate_bundle",
+    "faster_beyond_noise",
     "format_table",
     "fp16_from_onnx",
     "latency_feed",
@@ -90,5 +101,7 @@ __all__ = [
     "quantize_onnx",
     "quantized_nodes",
     "reader_for",
+    "resolve_target",
     "repair",
+    "scheme_for",
 ]

@@ -1,15 +1,19 @@
 """`quantize_bundle`: make INT8/FP16 variants of a bundle's components, measure them, pick defaults.
 
-Per component and candidate: cosine to the FP32 outputs, the whole model's task accuracy on a
-held-out labelled set with only that component swapped in, and median/p99 latency in ONNX Runtime
-(batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the budget
-goes through sensitivity repair. The fastest candidate inside the budget, if at least `min_speedup`
-times faster than FP32, becomes the component's default variant. In auto mode only the chosen
-variant's file is added to the bundle; an explicit mode adds its variant whatever the verdict.
+Per component and candidate: cosine to the FP32 outputs, the whole model's task accuracy on the
+labelled validation split with only that component swapped in, and latency quartiles in ONNX
+Runtime (batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the
+budget goes through sensitivity repair; an INT8 file in which no operator runs in INT8 is no INT8
+variant and is dropped. The fastest candidate inside the budget and faster than FP32 beyond noise
+(fusionrt.calibration.report.choose) becomes the component's default variant. The test split is
+measured once, for the chosen variants, and only reported. In auto mode only the chosen variant's
+file is added to the bundle; an explicit mode adds its variant whatever the verdict, and fails
+(after storing what it made) when a component's variant could not be made or none was made at all.
 
-The variant files, the manifest (each kept variant with its `scheme` and the CPU `target` its
-accuracy was judged on) and reports/calibration.json go into the bundle in one edit transaction:
-an error or a kill before it commits leaves the old bundle as it was.
+Every INT8 candidate is made in the scheme of the `target` (fusionrt.calibration.target: this CPU
+by default). The variant files, the manifest (each kept variant with its `scheme`, `target` and
+the CPU its accuracy was judged on) and reports/calibration.json go into the bundle in one edit
+transaction: an error or a kill before it commits leaves the old bundle as it was.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import numpy as np
 from fusionrt.bundle import FALLBACK, Bundle, Component, edit
 from fusionrt.calibration.dataset import CalibrationSet, as_bundle
 from fusionrt.calibration.evaluate import BundleRunner
-from fusionrt.calibration.measure import agreement, measure_latency, run_batches
+from fusionrt.calibration.graphs import int8_nodes, load_onnx
+from fusionrt.calibration.measure import agreement, faster_beyond_noise, measure_latency, run_batches
 from fusionrt.calibration.quantize import (
     Calibrator,
     Prepared,
@@ -35,13 +40,17 @@ from fusionrt.calibration.quantize import (
     quantize_onnx,
 )
 from fusionrt.calibration.reader import FeedsReader
+from fusionrt.calibration.report import choose, format_table, split_report
 from fusionrt.calibration.sensitivity import Verdict, repair
-from fusionrt.calibration.target import cpu_target
+from fusionrt.calibration.target import AUTO, cpu_target, resolve_target, scheme_for
 from fusionrt.errors import CalibrationError, EngineError
+from fusionrt.progress import progress as eta
 
 HELDOUT_SIZE = 300
+HELDOUT_SEED = 1  # the built-in calibration items are the validation split's seed-0 draws: judge on others
 # Below this a "faster" variant is timing noise: fp16 on the CPU provider (which casts back to fp32)
-# measured 1.07-1.09x on the demo text encoder.
+# measured 1.07-1.09x on the demo text encoder, and an int8-dynamic file with no quantized operator
+# 1.16x; so the p75/p25 rule of measure.faster_beyond_noise applies as well.
 MIN_SPEEDUP = 1.10
 CALIBRATION_REPORT = "reports/calibration.json"
 
@@ -57,6 +66,7 @@ class Search:
     latency_runs: int = 50
     min_speedup: float = MIN_SPEEDUP
     repair_nodes: bool = True
+    target: str = AUTO  # resolved: an INT8 kernel family (fusionrt.calibration.target)
 
 
 @dataclass(frozen=True)
@@ -68,12 +78,15 @@ class Made:
     info: dict
 
 
-def candidates(mode: QuantMode, calibrator: Calibrator = Calibrator.MINMAX) -> list[QuantConfig]:
-    """The variants a mode tries for every component."""
+def candidates(mode: QuantMode, calibrator: Calibrator = Calibrator.MINMAX, target: str = AUTO) -> list[QuantConfig]:
+    """The variants a mode tries for every component, in the scheme `target` needs (TensorRT: no
+    dynamic INT8, which is a CPU-only choice)."""
+    mode = QuantMode(mode)
     if mode is QuantMode.AUTO:
-        static = [QuantConfig(QuantMode.INT8_STATIC, c) for c in Calibrator]
-        return [*static, QuantConfig(QuantMode.INT8_DYNAMIC), QuantConfig(QuantMode.FP16)]
-    return [QuantConfig(mode, calibrator)]
+        static = [QuantConfig.for_target(QuantMode.INT8_STATIC, target, c) for c in Calibrator]
+        dynamic = [] if scheme_for(target).static_only else [QuantConfig.for_target(QuantMode.INT8_DYNAMIC, target)]
+        return [*static, *dynamic, QuantConfig.for_target(QuantMode.FP16, target)]
+    return [QuantConfig.for_target(mode, target, Calibrator(calibrator))]
 
 
 def candidate_label(config: QuantConfig) -> str:
@@ -82,15 +95,17 @@ def candidate_label(config: QuantConfig) -> str:
     return config.variant
 
 
-def default_heldout(bundle: Bundle, n: int = HELDOUT_SIZE) -> CalibrationSet | None:
-    """The built-in digits test split when the bundle classifies digits; else None (no labels known)."""
+def default_heldout(bundle: Bundle, n: int = HELDOUT_SIZE, *, split: str = "val",
+                    seed: int = HELDOUT_SEED) -> CalibrationSet | None:
+    """Labelled built-in digits when the bundle classifies digits (else None: no labels known): the
+    validation split, which budgets are judged on, by default; `split="test"` for the test report."""
     if bundle.task != "classification" or len(bundle.labels) != 10:
         return None
     from fusionrt.data import LABELS
 
     if tuple(bundle.labels) != tuple(LABELS):
         return None
-    return CalibrationSet.from_digits(bundle, "test", n)
+    return CalibrationSet.from_digits(bundle, split, n, seed=seed if split == "val" else 0)
 
 
 class BudgetJudge:
@@ -143,25 +158,32 @@ def quantize_bundle(
     strict: bool = False,
     progress: Callable[[str], None] = print,
     heldout: CalibrationSet | None = None,
+    test: CalibrationSet | None = None,
     components: tuple[str, ...] | None = None,
     min_cosine: float = 0.99,
     latency_runs: int = 50,
     min_speedup: float = MIN_SPEEDUP,
     repair_nodes: bool = True,
+    target: str = AUTO,
 ) -> dict:
     """`fusionrt quantize`: add variants to the bundle, set defaults, write reports/calibration.json.
 
-    The budget is in accuracy points on `heldout` (default: the built-in digits test split when the
-    bundle classifies digits), and every variant must also keep a mean cosine of `min_cosine` to the
-    FP32 outputs (an accuracy that cannot move, e.g. of an untrained model, proves nothing); without
-    labelled held-out data the cosine alone decides.
+    The budget is in accuracy points on `heldout`, the validation split (default: built-in digits
+    validation items other than the calibration ones, when the bundle classifies digits), and every
+    variant must also keep a mean cosine of `min_cosine` to the FP32 outputs (an accuracy that cannot
+    move, e.g. of an untrained model, proves nothing); without labelled held-out data the cosine
+    alone decides. `test` (default: the digits test split when `heldout` is defaulted) is only
+    reported, once, for the chosen variants. `target`: "auto" (this CPU), "x86-vnni", "x86-avx2",
+    "aarch64" or "tensorrt" (fusionrt.calibration.target).
     A component no candidate fits keeps FP32; with `strict` that raises CalibrationError once the
-    report is written.
+    report is written. An explicit mode that could not make its variant raises as well.
     """
     search = Search(QuantMode(mode), Calibrator(calibrator), accuracy_budget, min_cosine, latency_runs, min_speedup,
-                    repair_nodes)
+                    repair_nodes, resolve_target(target))
+    candidates(search.mode, search.calibrator, search.target)  # a mode the target cannot run fails here
     bundle = as_bundle(bundle)
-    heldout = heldout if heldout is not None else default_heldout(bundle)
+    if heldout is None:
+        heldout, test = default_heldout(bundle), test if test is not None else default_heldout(bundle, split="test")
     runner = BundleRunner(bundle, heldout) if heldout is not None and bundle.task == "classification" else None
     names = list(components or bundle.components)
     unknown = [n for n in names if n not in bundle.components]
@@ -169,26 +191,46 @@ def quantize_bundle(
         raise CalibrationError(f"components {unknown} are not in {bundle.root}; it has {sorted(bundle.components)}")
     report = _report(search, calib, heldout, runner)
     if runner:
-        progress(f"FP32 accuracy on {heldout.source}: {report['baseline']['accuracy']:.4f}")
+        progress(f"FP32 accuracy on the validation split, {heldout.source}: {report['baseline']['accuracy']:.4f}")
     kept: dict[str, dict[str, Made]] = {}
-    with tempfile.TemporaryDirectory(prefix="fusionrt-quantize-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fusionrt-quantize-") as tmp, eta(len(names), "quantize") as bar:
         for name in names:
             progress(f"{name}:")
             report["components"][name], kept[name] = _component(bundle, name, calib, runner, search, Path(tmp),
                                                                 progress)
+            bar.advance()
+        chosen = {n: kept[n][e["chosen"]].path for n, e in report["components"].items() if e["chosen"] != FALLBACK}
         if runner:
-            _final(report, runner, {n: kept[n][e["chosen"]].path for n, e in report["components"].items()
-                                    if e["chosen"] != FALLBACK})
+            _final(report, runner, chosen)
         report["table"] = format_table(report)
         progress(report["table"])
+        report["test"] = split_report(test, bundle, chosen, progress)
         _store(bundle, report, kept, progress)
+    _check_outcome(report, search, strict, bundle.root)
+    return report
+
+
+def _check_outcome(report: dict, search: Search, strict: bool, root: Path) -> None:
+    """Raise, once the report is stored, when an explicit mode made no variant or failed on a
+    component, or (with `strict`) when a component misses the budget."""
+    where = f"see {root / CALIBRATION_REPORT}"
+    if search.mode is not QuantMode.AUTO:
+        rows = {n: r for n, e in report["components"].items() for r in e["candidates"]}
+        failed = {n: r["error"] for n, r in rows.items() if "error" in r}
+        if failed:
+            reasons = "; ".join(f"{n}: {why}" for n, why in failed.items())
+            raise CalibrationError(f"--mode {search.mode.value} could not make the variant of {sorted(failed)} "
+                                   f"({reasons}); {where}")
+        if not any("median_ms" in r for r in rows.values()):
+            reasons = "; ".join(f"{n}: {r.get('skipped') or e.get('note')}" for n, e in report["components"].items()
+                                for r in (e["candidates"] or [{}]))
+            raise CalibrationError(f"--mode {search.mode.value} made no variant ({reasons}); {where}")
     missed = [n for n, e in report["components"].items() if e.get("budget_missed")]
     if missed and strict:
         raise CalibrationError(
-            f"no variant of {missed} meets the budget ({report['criterion']}, {accuracy_budget} pts); they keep fp32 "
-            f"(see {bundle.root / CALIBRATION_REPORT}); raise the budget or improve the calibration data"
+            f"no variant of {missed} meets the budget ({report['criterion']}, {search.accuracy_budget} pts); they keep "
+            f"fp32 ({where}); raise the budget or improve the calibration data"
         )
-    return report
 
 
 def _report(search: Search, calib: CalibrationSet, heldout: CalibrationSet | None, runner) -> dict:
@@ -200,9 +242,11 @@ def _report(search: Search, calib: CalibrationSet, heldout: CalibrationSet | Non
             if runner
             else f"cosine >= {search.min_cosine} (no labelled held-out data)"
         ),
-        "target": cpu_target(),
+        "target": search.target,
+        "judged_on": cpu_target(),
         "calibration": calib.summary(),
         "heldout": heldout.summary() if heldout is not None else None,
+        "heldout_split": "validation (budgets are judged here; the test split is only reported)",
         "baseline": runner.metrics(runner.logits()) if runner else None,
         "components": {},
     }
@@ -233,12 +277,14 @@ def _component(bundle: Bundle, name: str, calib: CalibrationSet, runner: BundleR
     rows, made = _try_candidates(component, fp32, feeds, judge, search, tmp, progress)
     latency = measure_latency({FALLBACK: fp32, **{k: m.path for k, m in made.items()}},
                               latency_feed(name, feeds, runner), runs=search.latency_runs)
+    base = latency[FALLBACK]
     for row in rows:
         if row["candidate"] in latency:
             lat = latency[row["candidate"]]
-            row.update(median_ms=round(lat.median_ms, 4), p99_ms=round(lat.p99_ms, 4),
-                       speedup=round(latency[FALLBACK].median_ms / lat.median_ms, 3))
-    entry = {FALLBACK: latency[FALLBACK].as_dict(), "candidates": rows, **_choice(rows, search.min_speedup)}
+            row.update(median_ms=round(lat.median_ms, 4), p25_ms=round(lat.p25_ms, 4), p75_ms=round(lat.p75_ms, 4),
+                       p99_ms=round(lat.p99_ms, 4), speedup=round(base.median_ms / lat.median_ms, 3),
+                       faster_beyond_noise=faster_beyond_noise(lat, base, search.min_speedup))
+    entry = {FALLBACK: base.as_dict(), "candidates": rows, **choose(rows, search.min_speedup)}
     progress(f"  -> {entry['chosen']}: {entry['reason']}")
     keep = {r["variant"]: made[r["candidate"]] for r in rows if r["candidate"] in made}
     if search.mode is QuantMode.AUTO:
@@ -252,7 +298,7 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
     name = component.name
     prepared: Prepared | None = None
     rows, made = [], {}
-    for config in candidates(search.mode, search.calibrator):
+    for config in candidates(search.mode, search.calibrator, search.target):
         label = candidate_label(config)
         row = {"candidate": label, "variant": config.variant, "precision": config.precision}
         if config.mode is QuantMode.INT8_STATIC and not feeds:
@@ -267,6 +313,11 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
                 result, verdict_info = _make(config, fp32, tmp / f"{name}.{label}.onnx", feeds, prepared, judge,
                                              search.repair_nodes, progress)
                 path, info = result.path, {**result.info(), **verdict_info}
+            if config.precision == "int8" and not int8_nodes(load_onnx(path)):
+                rows.append({**row, "skipped": f"no operator of {name} runs in int8 in this file (nothing "
+                                               f"{config.variant} quantizes, or all kept float): not an int8 variant"})
+                progress(f"  {label}: {rows[-1]['skipped']}")
+                continue
             verdict = judge(path)
         except (CalibrationError, EngineError) as e:
             rows.append({**row, "error": str(e)})
@@ -276,19 +327,6 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
         made[label] = Made(path, config, info)
         progress(f"  {label}: {verdict.figures} {'inside' if verdict.ok else 'outside'} the budget")
     return rows, made
-
-
-def _choice(rows: list[dict], min_speedup: float) -> dict:
-    """The chosen variant: the fastest inside the budget and at least `min_speedup` x fp32, else fp32."""
-    fitting = [r for r in rows if r.get("within_budget") and r["speedup"] >= min_speedup]
-    if fitting:
-        best = min(fitting, key=lambda r: r["median_ms"])
-        return {"chosen": best["variant"],
-                "reason": f"{best['candidate']} is the fastest inside the budget ({best['speedup']}x fp32)"}
-    inside = [r for r in rows if r.get("within_budget")]
-    reason = ("no candidate meets the budget; fp32 kept" if not inside
-              else f"no candidate inside the budget is at least {min_speedup}x faster than fp32; fp32 kept")
-    return {"chosen": FALLBACK, "budget_missed": not inside, "reason": reason}
 
 
 def _make(config: QuantConfig, fp32: Path, out: Path, feeds, prepared, judge, repair_nodes,
@@ -303,7 +341,6 @@ def _make(config: QuantConfig, fp32: Path, out: Path, feeds, prepared, judge, re
 
 def _store(bundle: Bundle, report: dict, kept: dict[str, dict[str, Made]], progress) -> None:
     """One edit transaction: the kept files, their manifest entries, the defaults, reports/calibration.json."""
-    target = report["target"]
     with edit(bundle) as change:
         staged = []
         for name, keep in kept.items():
@@ -315,7 +352,8 @@ def _store(bundle: Bundle, report: dict, kept: dict[str, dict[str, Made]], progr
                     change.copy_in(made.path, relative)
                     staged.append(relative)
                     entry["variants"][variant] = _variant_entry(relative, made)
-                entry["variants"][variant].update(scheme=made.config.scheme, target=target)
+                entry["variants"][variant].update(scheme=made.config.scheme, target=made.config.target,
+                                                  judged_on=report["judged_on"])
             entry["default_variant"] = report["components"][name]["chosen"]
         change.write_json(CALIBRATION_REPORT, report)
         progress(f"storing {', '.join(staged) or 'no new variant files'} and {CALIBRATION_REPORT} in {bundle.root}")
@@ -327,29 +365,3 @@ def _variant_entry(relative: str, made: Made) -> dict:
     if "repair" in made.info:
         entry["kept_float"] = [k["node"] for k in made.info["repair"]["kept_float"]]
     return entry
-
-
-def format_table(report: dict) -> str:
-    """component x variant x cosine x accuracy delta x ms x speed-up, as printed by `fusionrt quantize`."""
-    header = (f"{'component':<15} {'variant':<16} {'cosine':>9} {'acc Δ pts':>9} {'median ms':>10} {'p99 ms':>8} "
-              f"{'speed-up':>8}  note")
-    lines = [header, "-" * len(header)]
-    for name, entry in report["components"].items():
-        fp32 = entry.get("fp32")
-        if fp32:
-            lines.append(f"{name:<15} {'fp32':<16} {1.0:>9.5f} {0.0:>9.2f} {fp32['median_ms']:>10.3f} "
-                         f"{fp32['p99_ms']:>8.3f} {1.0:>8.2f}")
-        for row in entry["candidates"]:
-            if "median_ms" not in row:
-                lines.append(f"{name:<15} {row['candidate']:<16} {'':>9} {'':>9} {'':>10} {'':>8} {'':>8}  "
-                             f"{row.get('skipped') or row.get('error', '')}")
-                continue
-            delta = row.get("accuracy_delta_pts")
-            mark = "*" if row["variant"] == entry["chosen"] and row.get("within_budget") else ""
-            lines.append(
-                f"{name:<15} {row['candidate'] + mark:<16} {row['cosine']:>9.5f} "
-                f"{'' if delta is None else f'{delta:.2f}':>9} {row['median_ms']:>10.3f} {row['p99_ms']:>8.3f} "
-                f"{row['speedup']:>8.2f}  {'inside budget' if row['within_budget'] else 'outside budget'}"
-            )
-        lines.append(f"{'':<15} -> {entry['chosen']}: {entry.get('reason') or entry.get('note', '')}")
-    return "\n".join(lines)

@@ -13,6 +13,8 @@ import numpy as np
 from fusionrt.bundle import FALLBACK, Bundle, edit, resolve_variants
 from fusionrt.calibration.dataset import CalibrationSet, as_bundle
 from fusionrt.errors import CalibrationError
+from fusionrt.progress import progress as eta
+from fusionrt.runtime.cpu_kernels import int8_kernels, target_mismatch
 from fusionrt.runtime.engine import OrtEngine
 from fusionrt.runtime.fusion_feeds import bundle_fusion_feeds
 from fusionrt.scoring import classification_metrics, regression_metrics
@@ -135,24 +137,22 @@ def evaluate(bundle: Bundle | str | Path, data: CalibrationSet, variants: Sequen
 
     Each requested name is resolved per component by `fusionrt.bundle.resolve_variants` ("default":
     each default variant; a name: that variant where a component has it, else fp32); an unknown
-    name is a BundleError before anything runs. Unless `write` is False, reports/eval.json and
+    name is a BundleError before anything runs. The report records this machine's INT8 kernels
+    (`machine`) and, per variant, the target of each int8 file and where it differs from this
+    machine's (the accuracy is measured with this machine's kernels). Unless `write` is False, reports/eval.json and
     reports/confusion_<variant>.png are added to the bundle in one edit transaction.
     """
     bundle = as_bundle(bundle)
     plans = {variant: resolve_variants(bundle, variant) for variant in variants}
     runner = BundleRunner(bundle, data)
     results, matrices = {}, {}
-    for variant, chosen in plans.items():
-        files = {name: bundle.components[name].variant(v).path for name, v in chosen.items()}
-        logits = runner.logits(files)
-        result = {"components": chosen, **runner.metrics(logits)}
-        if bundle.task == "classification":
-            matrices[variant] = confusion_matrix(data.labels, logits.argmax(axis=1), len(bundle.labels))
-            result["confusion_matrix"] = matrices[variant].tolist()
-            if write:
-                result["confusion_png"] = confusion_png(variant)
-        results[variant] = result
-    report = {"data": data.summary(), "task": bundle.task, "variants": results}
+    with eta(len(plans), "eval") as bar:
+        for variant, chosen in plans.items():
+            results[variant], matrix = _evaluate_variant(bundle, runner, data, variant, chosen, write)
+            if matrix is not None:
+                matrices[variant] = matrix
+            bar.advance()
+    report = {"data": data.summary(), "task": bundle.task, "machine": int8_kernels(), "variants": results}
     if write:
         with edit(bundle) as change:
             for variant, matrix in matrices.items():
@@ -160,6 +160,33 @@ def evaluate(bundle: Bundle | str | Path, data: CalibrationSet, variants: Sequen
                                    f"{bundle.root.name}: {variant}")
             change.write_json(EVAL_REPORT, report)
     return report
+
+
+def _evaluate_variant(bundle: Bundle, runner: BundleRunner, data: CalibrationSet, variant: str,
+                      chosen: Mapping[str, str], write: bool) -> tuple[dict, np.ndarray | None]:
+    """One variant's metrics (and its confusion matrix for a classifier)."""
+    files = {name: bundle.components[name].variant(v).path for name, v in chosen.items()}
+    logits = runner.logits(files)
+    result = {"components": dict(chosen), **runner.metrics(logits), **_targets(bundle, chosen)}
+    if bundle.task != "classification":
+        return result, None
+    matrix = confusion_matrix(data.labels, logits.argmax(axis=1), len(bundle.labels))
+    result["confusion_matrix"] = matrix.tolist()
+    if write:
+        result["confusion_png"] = confusion_png(variant)
+    return result, matrix
+
+
+def _targets(bundle: Bundle, chosen: Mapping[str, str]) -> dict:
+    """The INT8 target of each chosen int8 variant, and a note where it is not this machine's kernels:
+    the accuracy above is then what the variant really gives here."""
+    int8 = {name: bundle.components[name].variants[v] for name, v in chosen.items()
+            if bundle.components[name].variants[v].precision == "int8"}
+    if not int8:
+        return {}
+    notes = {name: note for name, v in int8.items() if (note := target_mismatch(v.target))}
+    return {"int8_targets": {name: v.target for name, v in int8.items()},
+            **({"target_mismatch": notes} if notes else {})}
 
 
 def confusion_png(variant: str) -> str:

@@ -75,3 +75,16 @@ def per_channel_scales(model) -> dict[str, tuple[int, ...]]:
         if node.op_type == "DequantizeLinear" and node.input[0] in initializers and node.input[1] in initializers:
             shapes[node.input[0]] = tuple(initializers[node.input[1]].dims)
     return shapes
+
+
+# Ops of a dynamic (or operator-format) INT8 graph that compute in integers.
+INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QAttention",
+               "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul")
+
+
+def int8_nodes(model) -> list[str]:
+    """Names of the nodes that run in INT8: the QDQ node units (`quantized_nodes`) and the integer
+    ops of a dynamic graph. Empty for a file that computes exactly what FP32 does (nothing the
+    quantizer handles, or every candidate node kept float): such a file is not an INT8 variant."""
+    integer = [n.name for n in model.graph.node if n.op_type in INTEGER_OPS]
+    return integer + quantized_nodes(model)

@@ -11,7 +11,9 @@ range cache); a tensor whose range is infinite or reaches RANGE_LIMIT (attention
 float, with its producer and readers. FP16 conversion is fusionrt.calibration.fp16 (export uses
 the same converter).
 
-A variant records its `scheme` (QuantConfig.scheme: "qdq-static", "dynamic", "fp16").
+A variant records its `scheme` (QuantConfig.scheme: e.g. "qdq-static:u8s8", "dynamic:u8s8-reduce-range",
+"qdq-static:s8s8-symmetric", "fp16") and its `target` (see fusionrt.calibration.target, which says
+the scheme each target gets: `QuantConfig.for_target`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from fusionrt.calibration.fp16 import fp16_from_onnx
 from fusionrt.calibration.graphs import load_onnx, name_nodes, nodes_touching
 from fusionrt.calibration.ranges import Calibrator, calibrate_ranges, ort_method, wide_range_tensors
+from fusionrt.calibration.target import scheme_for
 from fusionrt.errors import CalibrationError, FusionRTError
 
 
@@ -59,10 +62,27 @@ class QuantConfig:
     exclude_op_types: tuple[str, ...] = ()
     op_types: tuple[str, ...] = ()  # only these op types are quantized; empty: all ORT can quantize
     symmetric_activations: bool = False  # int8 activations, as TensorRT wants; uint8 suits x86 CPUs
+    reduce_range: bool = False  # 7-bit weights: exact on x86 without VNNI (see fusionrt.calibration.target)
+    target: str | None = None  # the INT8 kernel family this variant is made for (None: not said)
 
     def __post_init__(self) -> None:
         if self.mode is QuantMode.AUTO:
             raise CalibrationError("QuantConfig describes one variant; AUTO picks among several (use quantize_bundle)")
+        if self.mode is QuantMode.INT8_DYNAMIC and self.symmetric_activations:
+            raise CalibrationError("dynamic INT8 quantizes activations as uint8 at run time; symmetric int8 "
+                                   "activations (TensorRT) need int8-static")
+
+    @classmethod
+    def for_target(cls, mode: QuantMode | str, target: str, calibrator: Calibrator = Calibrator.MINMAX,
+                   **options) -> QuantConfig:
+        """A variant in `mode` with the scheme `target` needs (fusionrt.calibration.target.scheme_for)."""
+        mode, scheme = QuantMode(mode), scheme_for(target)
+        if mode is QuantMode.INT8_DYNAMIC and scheme.static_only:
+            raise CalibrationError(f"--target {scheme.target} runs static QDQ INT8 and FP16 only; dynamic INT8 is a "
+                                   "CPU-only choice: use --mode int8-static, fp16 or auto")
+        int8 = mode is not QuantMode.FP16
+        return cls(mode, calibrator, target=scheme.target, reduce_range=int8 and scheme.reduce_range,
+                   symmetric_activations=mode is QuantMode.INT8_STATIC and scheme.symmetric_activations, **options)
 
     @property
     def precision(self) -> str:
@@ -76,7 +96,11 @@ class QuantConfig:
     @property
     def scheme(self) -> str:
         """How the variant computes, as the manifest's `Variant.scheme` records it."""
-        return {QuantMode.INT8_STATIC: "qdq-static", QuantMode.INT8_DYNAMIC: "dynamic", QuantMode.FP16: "fp16"}[self.mode]
+        if self.mode is QuantMode.FP16:
+            return "fp16"
+        types = "s8s8-symmetric" if self.symmetric_activations else "u8s8"
+        mode = "qdq-static" if self.mode is QuantMode.INT8_STATIC else "dynamic"
+        return f"{mode}:{types}{'-reduce-range' if self.reduce_range else ''}"
 
     def excluding(self, nodes: Sequence[str]) -> QuantConfig:
         return replace(self, exclude_nodes=tuple(dict.fromkeys((*self.exclude_nodes, *nodes))))
@@ -111,6 +135,8 @@ class QuantResult:
             "kept_float": list(self.excluded_nodes),
             "preprocess": self.preprocess.value,
         }
+        if self.config.mode is not QuantMode.FP16:
+            info["reduce_range"] = self.config.reduce_range
         if self.wide_ranges:
             info["float_for_range"] = [
                 {"tensor": t, "min": _json_float(lo), "max": _json_float(hi)} for t, lo, hi in self.wide_ranges
@@ -270,6 +296,7 @@ def _static(path: Path, out: Path, config: QuantConfig, exclude: list[str], cach
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(config.op_types) or None,
             per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
             activation_type=QuantType.QInt8 if config.symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
@@ -287,6 +314,7 @@ def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> 
         str(out),
         op_types_to_quantize=list(config.op_types or DYNAMIC_OP_TYPES),
         per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=exclude,
     )
@@ -307,17 +335,20 @@ def _convert_fp16(onnx_in: Path, onnx_out: Path, config: QuantConfig) -> QuantRe
 
 def quantize_int8_static(onnx_in, onnx_out, reader, *, calibrator: Calibrator = Calibrator.MINMAX,
                          per_channel: bool = True, exclude_nodes: Sequence[str] = (),
-                         exclude_op_types: Sequence[str] = ()) -> QuantResult:
-    """Float ONNX -> QDQ INT8 ONNX, with activation ranges calibrated on `reader`'s batches."""
-    config = QuantConfig(QuantMode.INT8_STATIC, calibrator, per_channel, tuple(exclude_nodes), tuple(exclude_op_types))
+                         exclude_op_types: Sequence[str] = (), target: str = "auto") -> QuantResult:
+    """Float ONNX -> QDQ INT8 ONNX, with activation ranges calibrated on `reader`'s batches, in the
+    scheme `target` needs ("auto": this CPU; see fusionrt.calibration.target)."""
+    config = QuantConfig.for_target(QuantMode.INT8_STATIC, target, calibrator, per_channel=per_channel,
+                                    exclude_nodes=tuple(exclude_nodes), exclude_op_types=tuple(exclude_op_types))
     return quantize_onnx(onnx_in, onnx_out, config, reader)
 
 
 def quantize_int8_dynamic(onnx_in, onnx_out, *, per_channel: bool = True, exclude_nodes: Sequence[str] = (),
-                          exclude_op_types: Sequence[str] = ()) -> QuantResult:
-    """Float ONNX -> INT8 weights with activations quantized at run time (MatMul/attention/RNN)."""
-    config = QuantConfig(QuantMode.INT8_DYNAMIC, per_channel=per_channel, exclude_nodes=tuple(exclude_nodes),
-                         exclude_op_types=tuple(exclude_op_types))
+                          exclude_op_types: Sequence[str] = (), target: str = "auto") -> QuantResult:
+    """Float ONNX -> INT8 weights with activations quantized at run time (MatMul/attention/RNN), in
+    the scheme `target` needs."""
+    config = QuantConfig.for_target(QuantMode.INT8_DYNAMIC, target, per_channel=per_channel,
+                                    exclude_nodes=tuple(exclude_nodes), exclude_op_types=tuple(exclude_op_types))
     return quantize_onnx(onnx_in, onnx_out, config)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fusionrt.calibration.graphs import load_onnx
+from fusionrt.calibration.reader import FeedsReader
+from fusionrt.errors import CalibrationError
 
 RANGE_LIMIT = 1e4  # an activation reaching this magnitude stays float (see wide_range_tensors)
 
@@ -72,6 +74,7 @@ def _collect_ranges(path: Path, reader, calibrator: Calibrator, op_types):
 
     if hasattr(reader, "rewind"):
         reader.rewind()
+    groups = _same_shape_groups(_batches(reader))
     with tempfile.TemporaryDirectory(prefix="fusionrt-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         collector = create_calibrator(
             path,
@@ -80,8 +83,32 @@ def _collect_ranges(path: Path, reader, calibrator: Calibrator, op_types):
             calibrate_method=ort_method(calibrator),
             extra_options=CALIBRATOR_OPTIONS[calibrator],
         )
-        collector.collect_data(reader)
+        for group in groups:
+            collector.collect_data(FeedsReader(group))
         return collector.compute_data()
+
+
+def _batches(reader) -> list[dict]:
+    batches = []
+    while (batch := reader.get_next()) is not None:
+        batches.append(batch)
+    if not batches:
+        raise CalibrationError("the calibration reader gave no batch; static INT8 needs at least one calibration item")
+    return batches
+
+
+def _same_shape_groups(batches: list[dict]) -> list[list[dict]]:
+    """Batches grouped by the shapes of their inputs, in first-seen order.
+
+    ORT's histogram calibrators stack every collected output of one `collect_data` call with
+    np.asarray, which fails when batches differ in shape (16 items in batches of 8, 8, 4; text of
+    another length); its collector merges histograms across calls, so each group is one call.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for batch in batches:
+        key = tuple(sorted((name, np.shape(value)) for name, value in batch.items()))
+        groups.setdefault(key, []).append(batch)
+    return list(groups.values())
 
 
 def wide_range_tensors(cache: Path, limit: float = RANGE_LIMIT) -> dict[str, tuple[float, float]]:

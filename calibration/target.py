@@ -1,45 +1,69 @@
-"""Which CPU kernels judged a variant's accuracy: the `target` an INT8/FP16 variant records.
+"""Targets the quantizer knows and the INT8 scheme each one gets.
 
-x86 without VNNI multiplies u8 x s8 with AVX2 `vpmaddubsw`, which can saturate; VNNI (AVX-512 VNNI,
-AVX-VNNI) and AMX do not; aarch64 runs other kernels again. A variant judged on one is not proven
-on another, so the manifest says which one it was.
+`--target auto` is this CPU (`cpu_target()`, from fusionrt.runtime.cpu_kernels, mapped to its INT8
+kernel family). The scheme per family:
+
+- x86-vnni (AVX-512 VNNI, AVX-VNNI, AMX): u8 activations x s8 weights, per-channel; the kernels
+  accumulate in 32 bits and do not saturate.
+- x86-avx2 (no VNNI): the AVX2 u8s8 kernel (`vpmaddubsw`) adds two u8 x s8 products in 16 bits,
+  which saturates (2 x 255 x 127 = 64770 > 32767). With 7-bit weights (`reduce_range`, s8 in
+  [-64, 63]) the pair sum is at most 2 x 255 x 64 = 32640: exact on every x86 kernel, so the
+  accuracy judged on a VNNI machine holds on an AVX2 one. (ORT's other remedy, U8U8, keeps 8-bit
+  weights but runs slower kernels.)
+- aarch64: u8s8 per-channel (ORT: on ARM64 U8S8 can be faster than U8U8 on low-end cores and
+  there is no accuracy difference; ARM kernels do not have the x86 saturation).
+- tensorrt: static QDQ with symmetric int8 activations and weights (s8s8) only; TensorRT takes
+  explicit-quantization graphs, and dynamic INT8 is a CPU-only choice.
 """
 
 from __future__ import annotations
 
-import platform
-from pathlib import Path
+from dataclasses import dataclass
 
-# The first x86 flag present names the target, best kernel first.
-X86_TARGETS = (
-    ("amx_int8", "x86-amx"),
-    ("avx512_vnni", "x86-avx512-vnni"),
-    ("avx_vnni", "x86-avx-vnni"),
-    ("avx2", "x86-avx2"),
-)
-X86_MACHINES = ("x86_64", "amd64", "i386", "i686", "x86")
-ARM64_MACHINES = ("aarch64", "arm64")
+from fusionrt.errors import CalibrationError
+from fusionrt.runtime.cpu_kernels import AARCH64, AVX2, TENSORRT, VNNI, cpu_target, int8_family
+
+AUTO = "auto"
+TARGETS = (AUTO, VNNI, AVX2, AARCH64, TENSORRT)
 
 
-def cpu_target(cpuinfo: Path = Path("/proc/cpuinfo"), machine: str | None = None) -> str:
-    """"x86-amx", "x86-avx512-vnni", "x86-avx-vnni", "x86-avx2" or "x86" from the CPU flags in
-    /proc/cpuinfo; "aarch64" on 64-bit ARM; else platform.machine() in lower case."""
-    machine = (machine or platform.machine()).lower()
-    if machine in ARM64_MACHINES:
-        return "aarch64"
-    if machine not in X86_MACHINES:
-        return machine or "unknown"
-    flags = _flags(cpuinfo)
-    return next((target for flag, target in X86_TARGETS if flag in flags), "x86")
+@dataclass(frozen=True)
+class Scheme:
+    """How INT8 computes for one target: activation/weight types, 7-bit weights, static only."""
+
+    target: str
+    symmetric_activations: bool = False  # int8 activations (TensorRT) instead of uint8 (CPU kernels)
+    reduce_range: bool = False  # 7-bit weights: no 16-bit saturation on AVX2
+    static_only: bool = False  # no dynamic INT8 (TensorRT)
 
 
-def _flags(cpuinfo: Path) -> set[str]:
-    try:
-        text = cpuinfo.read_text()
-    except OSError:  # not Linux: the baseline x86 target, which claims nothing
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return set(value.split())
-    return set()
+SCHEMES = {
+    VNNI: Scheme(VNNI),
+    AVX2: Scheme(AVX2, reduce_range=True),
+    AARCH64: Scheme(AARCH64),
+    TENSORRT: Scheme(TENSORRT, symmetric_activations=True, static_only=True),
+}
+
+
+def resolve_target(name: str | None = AUTO, *, flags: set[str] | None = None, machine: str | None = None) -> str:
+    """A --target name -> the INT8 family it quantizes for; "auto" (or None) is this CPU's
+    (`flags`/`machine` stand in for /proc/cpuinfo and platform.machine() in tests)."""
+    name = (name or AUTO).lower()
+    if name == AUTO:
+        found = cpu_target(machine=machine, flags=flags)
+        family = int8_family(found)
+        if family is None:
+            raise CalibrationError(f"this CPU ({found}) has no INT8 target the quantizer knows; "
+                                   f"name one with --target ({', '.join(TARGETS[1:])})")
+        return family
+    if name not in TARGETS:
+        raise CalibrationError(f"unknown --target {name!r}; expected one of {', '.join(TARGETS)}")
+    return name
+
+
+def scheme_for(target: str) -> Scheme:
+    """The INT8 scheme of a target family (see the module docstring)."""
+    return SCHEMES[resolve_target(target)]
+
+
+__all__ = ["AUTO", "SCHEMES", "TARGETS", "Scheme", "cpu_target", "resolve_target", "scheme_for"]

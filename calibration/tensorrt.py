@@ -2,8 +2,10 @@
 
 TensorRT and the CUDA runtime bindings are imported only inside these functions, so a CPU machine
 imports the package fine and gets EngineError("TensorRT is not available: <reason>") when it asks
-for an engine. INT8 comes from the bundle's QDQ "int8" variant when there is one (explicit
-quantization), else from an entropy calibration of the FP32 graph with a calibration cache file.
+for an engine. INT8 comes from the bundle's QDQ "int8" variant when it was made for TensorRT
+(`fusionrt quantize --target tensorrt`: symmetric s8 activations and weights, explicit
+quantization; a CPU target's u8 activations are not what TensorRT takes), else from an entropy
+calibration of the FP32 graph with a calibration cache file.
 Checking a recorded engine against this machine (`check_engine`) and running it (`TensorRTEngine`)
 live in fusionrt.runtime.tensorrt_engine.
 """
@@ -144,7 +146,7 @@ def engine_bundle(
         timing_cache = _staged_copy(change, bundle.root, TIMING_CACHE)
         for name in components or bundle.components:
             component = bundle.components[name]
-            source = "int8" if precision == "int8" and "int8" in component.variants else "fp32"
+            source = "int8" if precision == "int8" and _tensorrt_qdq(component.variants.get("int8")) else "fp32"
             variant = component.variants[source]
             fingerprint = current_fingerprint(variant.path, variant.sha256, precision,
                                               profiles_from_manifest(component, limits))
@@ -171,3 +173,13 @@ def _staged_copy(change, root: Path, relative: str) -> Path:
     if (root / relative).is_file():
         return change.copy_in(root / relative, relative)
     return change.stage(relative)
+
+
+def _tensorrt_qdq(variant) -> bool:
+    """Whether an int8 variant is a QDQ graph TensorRT takes: made for --target tensorrt, or (bundles
+    older than targets) one whose manifest says nothing of its target or activations but int8."""
+    if variant is None:
+        return False
+    if variant.target is not None:
+        return variant.target == "tensorrt"
+    return variant.info.get("format") == "qdq" and variant.info.get("activations") == "int8"

@@ -27,6 +27,7 @@ from fusionrt.export.fp16 import add_fp16_variant
 from fusionrt.export.onnx_from_torch import export_component
 from fusionrt.export.report import ComponentReport, Tolerance
 from fusionrt.frame import MODALITIES
+from fusionrt.progress import eta_text
 
 DEFAULT_RATES_HZ = {"image": 30.0, "audio": 10.0, "text": 1.0}  # the one home of the nominal encoder rates
 TOKENIZER_DIR = "tokenizer"
@@ -79,10 +80,13 @@ def export_bundle(
         if tokenizer is not None:
             _save_tokenizer(tokenizer, staging / TOKENIZER_DIR)
         reports = {}
+        started = time.perf_counter()
         for index, (name, modality, module) in enumerate(plan, start=1):
             t0 = time.perf_counter()
             reports[name] = _export(name, modality, module, example_inputs[name], axes[name], staging, fp16, tolerance)
-            progress(f"[{index}/{len(plan)}] {name}: {_summary(reports[name])} ({time.perf_counter() - t0:.1f} s)")
+            so_far = eta_text(time.perf_counter() - started, index, len(plan))
+            progress(f"[{index}/{len(plan)}] {name}: {_summary(reports[name])} ({time.perf_counter() - t0:.1f} s; "
+                     f"{so_far})")
         manifest = _manifest(plan, reports, steps, rates_hz, labels, task, tokenizer is not None)
         if reference is not None:
             manifest["reference"] = _copy_reference(reference, staging)

@@ -6,9 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from fusionrt.clihelp import help_formatter, version_line
 from fusionrt.errors import FusionRTError
+from fusionrt.progress import quiet_third_party
+from fusionrt.stopping import quiet_pipes, sigterm_as_interrupt, stop_code
 from fusionrt.values import MAX_DURATION_S, arg_type, count, duration, number, output_path
 
+QUANT_TARGETS = ("auto", "x86-vnni", "x86-avx2", "aarch64", "tensorrt")  # = fusionrt.calibration.target.TARGETS
 MAX_ITEMS = 10_000_000  # --count: more items than any dataset here; a typo otherwise
 
 
@@ -63,6 +67,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         accuracy_budget=args.accuracy_budget,
         calibrator=args.calibrator,
         strict=args.strict,
+        target=args.target,
     )
 
 
@@ -76,8 +81,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from fusionrt.calibration import evaluate_bundle
 
     report = evaluate_bundle(args.bundle, args.data, tuple(args.variants.split(",")), n=args.count)
+    print(f"INT8 kernels of this machine: {report['machine']['cpu_target']} ({report['machine']['kernels']})")
     for variant, metrics in report["variants"].items():
         print(f"{variant:<14} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ({metrics['count']} items)")
+        for note in metrics.get("target_mismatch", {}).values():
+            print(f"{'':<14} note: {note}")
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -145,11 +153,13 @@ def _numbers(text: str | None, flag: str) -> list[int] | None:
         raise ConfigError(f"{flag} {text!r:.60}: expected comma-separated whole numbers, e.g. 1,2,4") from None
 
 
-def cmd_doctor(args: argparse.Namespace) -> None:
-    from fusionrt.runtime.doctor import diagnose
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Every check printed (or --json); exit 1 when something requested or required fails."""
+    from fusionrt.runtime.doctor import doctor
 
-    for finding in diagnose(args.bundle):
-        print(finding)
+    report = doctor(args.bundle, args.providers)
+    print(report.json() if args.json else report.text())
+    return report.exit_code
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -168,15 +178,35 @@ def add_study_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
     """The study's options, shared by `fusionrt study` and its alias `fusionrt eval --study`."""
     p.add_argument("--config", default=None, help=f"{prefix}config (default: the built-in demo config)")
     p.add_argument("--seeds", default="0,1,2", help=f"{prefix}train seeds (default 0,1,2)")
-    p.add_argument("--kinds", default=None, help=f"{prefix}subset of text,image,audio,early,late,cross_attention")
+    p.add_argument("--kinds", default=None,
+                   help=f"{prefix}subset of text,image,audio,early,late,cross_attention (default: all)")
     p.add_argument("--out", default="reports/study", help=f"{prefix}where the results go (default reports/study)")
     p.add_argument("--work", default="runs/study",
                    help=f"{prefix}where trained runs and bundles go (default runs/study)")
 
 
+def add_bench_settings(p: argparse.ArgumentParser) -> None:
+    """bench's measurement options; their defaults are BenchSettings' (one place), shown in the help."""
+    from fusionrt.runtime.bench.run import DEFAULT_BATCHES
+    from fusionrt.runtime.bench.timing import BenchSettings
+
+    d = BenchSettings()
+    p.add_argument("--batches", default=None, help=f"batch sweep (default: {','.join(map(str, DEFAULT_BATCHES))})")
+    p.add_argument("--window-ms", type=arg_type(duration, "--window-ms", high=3.6e6), default=None,
+                   help=f"measurement window, ms (default: {d.window_ms:g})")
+    p.add_argument("--max-windows", type=arg_type(count, "--max-windows", high=100_000), default=None,
+                   help=f"windows before a point is flagged unstable (default: {d.max_windows})")
+    p.add_argument("--warmup-ms", type=arg_type(number, "--warmup-ms", low=0, high=3.6e6), default=None,
+                   help=f"warm-up per point, ms (default: {d.warmup_ms:g})")
+    p.add_argument("--gemm-size", type=arg_type(count, "--gemm-size", high=16384), default=None,
+                   help=f"N of the N x N x N peak GEMM (default: {d.gemm_size})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fusionrt", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(prog="fusionrt", description=__doc__, formatter_class=help_formatter())
+    parser.add_argument("--version", action="version", version=version_line("fusionrt"))
+    sub = _Subparsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                            help="`fusionrt COMMAND -h` shows its options"))
 
     p = sub.add_parser("train", help="train the reference model on the built-in digits data")
     p.add_argument("--config", required=True, help="YAML or JSON config (e.g. configs/demo.yaml)")
@@ -201,8 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="add INT8/FP16 variants, or pick the fastest inside an accuracy budget")
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--calib", required=True, help="calibration directory (images/, audio/, text.txt) or 'builtin'")
-    p.add_argument("--mode", required=True, choices=["int8-static", "int8-dynamic", "fp16", "auto"])
-    p.add_argument("--calibrator", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--mode", required=True, choices=["int8-static", "int8-dynamic", "fp16", "auto"],
+                   help="the variant to add, or auto: the fastest variant inside --accuracy-budget")
+    p.add_argument("--calibrator", default="minmax", choices=["minmax", "entropy", "percentile"],
+                   help="how int8-static activation ranges are chosen")
+    p.add_argument("--target", default="auto", choices=QUANT_TARGETS,
+                   help="what the INT8 variants are for, which picks their scheme: auto (this CPU), x86-vnni "
+                   "(u8s8 per-channel), x86-avx2 (7-bit weights: no saturation without VNNI), aarch64 (u8s8), "
+                   "tensorrt (static QDQ s8s8 symmetric; no dynamic INT8)")
     p.add_argument("--accuracy-budget", type=arg_type(number, "--accuracy-budget", low=0, high=100), default=0.5,
                    help="accuracy points a variant may lose (auto)")
     p.add_argument("--count", type=arg_type(count, "--count", high=MAX_ITEMS), default=128,
@@ -228,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("engine", help="build TensorRT engines for a bundle (needs a GPU and TensorRT)")
     p.add_argument("bundle", help="bundle directory")
-    p.add_argument("--precision", required=True, choices=["fp16", "int8"])
+    p.add_argument("--precision", required=True, choices=["fp16", "int8"],
+                   help="fp16: FP16 engines from the fp32 ONNX; int8: INT8 engines from the bundle's static QDQ "
+                   "variants (quantize --mode int8-static first)")
     p.set_defaults(func=cmd_engine)
 
     p = sub.add_parser("bench", help="latency per component and whole model, variant, backend, threads and batch, "
@@ -242,26 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "tensorrt (default: all; those that cannot run here are listed as skipped; plain 'ort' is refused: "
                    "bench pins one provider per backend)")
     p.add_argument("--threads", default=None, help="thread sweep, e.g. 1,2 (default: 1, 2, 4, ... cores)")
-    p.add_argument("--batches", default=None, help="batch sweep, e.g. 1,4,16")
-    p.add_argument("--window-ms", type=arg_type(duration, "--window-ms", high=3.6e6), default=None,
-                   help="measurement window, ms")
-    p.add_argument("--max-windows", type=arg_type(count, "--max-windows", high=100_000), default=None,
-                   help="windows before a point is flagged unstable")
-    p.add_argument("--warmup-ms", type=arg_type(number, "--warmup-ms", low=0, high=3.6e6), default=None,
-                   help="warm-up per point, ms")
-    p.add_argument("--gemm-size", type=arg_type(count, "--gemm-size", high=16384), default=None,
-                   help="N of the N x N x N peak GEMM")
-    p.add_argument("--json", default=None, type=arg_type(output_path, "--json"),
-                   help="write the report here instead of BUNDLE/reports/bench.json")
-    p.add_argument("--csv", default=None, type=arg_type(output_path, "--csv"), help="also write a CSV row per point")
-    p.add_argument("--markdown", default=None, type=arg_type(output_path, "--markdown"),
-                   help="also write Markdown tables")
-    p.add_argument("--png", default=None, type=arg_type(output_path, "--png"),
-                   help="also write latency CDFs (and accuracy vs latency) as a PNG")
+    add_bench_settings(p)
+    p.add_argument("--json", default=None, type=arg_type(output_path, "--json"), metavar="PATH",
+                   help="write the JSON report here (default: BUNDLE/reports/bench.json)")
+    p.add_argument("--csv", default=None, type=arg_type(output_path, "--csv"), metavar="PATH",
+                   help="also write a CSV row per point (default: not written)")
+    p.add_argument("--markdown", default=None, type=arg_type(output_path, "--markdown"), metavar="PATH",
+                   help="also write Markdown tables (default: not written)")
+    p.add_argument("--png", default=None, type=arg_type(output_path, "--png"), metavar="PATH",
+                   help="also write latency CDFs (and accuracy vs latency) as a PNG (default: not written)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("doctor", help="what this machine can run: providers checked by a real inference, install traps")
-    p.add_argument("--bundle", default=None, help="bundle to run the provider checks with")
+    p = sub.add_parser("doctor", help="what this machine can run: providers checked by a real inference, install traps; "
+                       "exits 1 when something requested or required fails")
+    p.add_argument("--bundle", default=None,
+                   help="run each component once on each provider and report where its nodes ran (default: none)")
+    p.add_argument("--providers", default=None,
+                   help="providers that must exist and run the bundle, e.g. cuda,tensorrt (default: none required)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object (default: text)")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("demo", help="the whole chain on the built-in data: train, export, quantize, inspect, stream")
@@ -274,17 +310,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Subparsers:
+    """add_parser with the shared conventions: defaults shown in every help, and --verbose on the long
+    verbs (third-party warnings shown as they come instead of folded into one line each at the end)."""
+
+    LONG_VERBS = ("train", "export", "quantize", "eval", "study", "engine", "bench", "demo")
+
+    def __init__(self, action) -> None:
+        self.action = action
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        p = self.action.add_parser(name, formatter_class=help_formatter(), **kwargs)
+        if name in self.LONG_VERBS:
+            p.add_argument("--verbose", action="store_true",
+                           help="show third-party warnings and logs (ONNX Runtime, ONNX, torch) as they come")
+        return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code = args.func(args)
-    except FusionRTError as e:
-        print(f"fusionrt {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"fusionrt {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return code if isinstance(code, int) else 0
+    """Exit 0 on success, 1 on a FusionRTError, 130/143 when Ctrl-C/SIGTERM cut the work short
+    (fusionrt/stopping.py). A reader that closes the pipe (`fusionrt inspect | head`) ends the output quietly."""
+    with quiet_pipes(), sigterm_as_interrupt():
+        args = build_parser().parse_args(argv)
+        try:
+            with quiet_third_party(getattr(args, "verbose", True)):
+                code = args.func(args)
+        except FusionRTError as e:
+            print(f"fusionrt {args.command}: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if stop_code(e) == 143 else "interrupted"
+            print(f"fusionrt {args.command}: {what}; a bundle being changed keeps its previous state", file=sys.stderr)
+            return stop_code(e)
+        return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """The built-in trimodal digits task: a camera frame, a DTMF tone and a chat message per digit.
 
-Everything is generated from real data that ships with scikit-learn (`load_digits`, 1797 8x8
-handwritten digits), so nothing is downloaded. The sklearn images are split once, by index, into
+Everything is generated from real data that ships with fusionrt: `digits_8x8.npz` beside this
+module holds the 1797 8x8 handwritten digits (integers 0..16) and their labels, copied once from
+scikit-learn's `load_digits()` (`tests/test_data.py` checks they are identical), so nothing is
+downloaded and the runtime-only install (no scikit-learn) runs `test://digits`. The glyphs are the
+test set of the UCI "Optical Recognition of Handwritten Digits" data set by E. Alpaydin and
+C. Kaynak (1998), https://doi.org/10.24432/C50P49, licensed CC BY 4.0. The images are split once, by index, into
 disjoint train/val/test pools (`split_indices`, a fixed seed), so a test frame never shows a
 handwritten glyph seen in training, whatever data seed is used. Each modality draws from its own
 random stream, so corruptions are independent across modalities and one modality's noise level
@@ -29,6 +33,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -81,20 +86,27 @@ class DigitsData:
 
 
 # ------------------------------------------------------------------------------------- splits
-@functools.lru_cache(maxsize=1)
-def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+GLYPHS_FILE = Path(__file__).with_name("digits_8x8.npz")  # images uint8 [1797,8,8] in 0..16, labels uint8
 
-    digits = load_digits()
-    glyphs = (digits.images / 16.0).astype(np.float32)
-    glyphs.flags.writeable = False
-    return glyphs, digits.target.astype(np.int64)
+
+@functools.lru_cache(maxsize=1)
+def glyphs() -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 digits as ink maps in [0, 1] (float32 [1797,8,8], read-only) and their int64 labels;
+    the same order and values as `sklearn.datasets.load_digits()` (images / 16, target)."""
+    try:
+        with np.load(GLYPHS_FILE, allow_pickle=False) as stored:
+            images, labels = stored["images"], stored["labels"]
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"the built-in digits {GLYPHS_FILE} are missing or damaged ({e}); reinstall fusionrt") from e
+    ink = (images / 16.0).astype(np.float32)
+    ink.flags.writeable = False
+    return ink, labels.astype(np.int64)
 
 
 def split_indices(split: str) -> np.ndarray:
-    """Sorted indices into `sklearn.datasets.load_digits()` that `split` draws its frames from."""
+    """Sorted indices into `glyphs()` (= `sklearn.datasets.load_digits()`) that `split` draws its frames from."""
     _check_split(split)
-    n = len(_sklearn_digits()[1])
+    n = len(glyphs()[1])
     order = np.random.default_rng(SPLIT_SEED).permutation(n)
     bounds = np.round(np.cumsum((0.0, *SPLIT_FRACTIONS)) * n).astype(int)
     k = SPLITS.index(split)
@@ -104,7 +116,7 @@ def split_indices(split: str) -> np.ndarray:
 @functools.lru_cache(maxsize=len(SPLITS))
 def _pools(split: str) -> tuple[np.ndarray, ...]:
     index = split_indices(split)
-    targets = _sklearn_digits()[1][index]
+    targets = glyphs()[1][index]
     return tuple(index[targets == label] for label in range(len(LABELS)))
 
 
@@ -146,7 +158,7 @@ def render_digit_frame(
     _check_label(label)
     _check_split(split)
     pool = _pools(split)[int(label)]
-    glyph = _sklearn_digits()[0][pool[rng.integers(len(pool))]]
+    glyph = glyphs()[0][pool[rng.integers(len(pool))]]
     return render_glyph(glyph, rng, size=size, noise=noise)
 
 

@@ -12,6 +12,7 @@ from fusionrt.bundle import PRECISIONS
 from fusionrt.errors import ConfigError, FusionRTError
 from fusionrt.frame import Modality
 from fusionrt.runtime.backend import Backend
+from fusionrt.stopping import quiet_pipes, sigterm_as_interrupt, stop_code
 from fusionrt.values import (
     MAX_TRIGGER_HZ,
     MIN_TRIGGER_HZ,
@@ -22,18 +23,9 @@ from fusionrt.values import (
     output_path,
     port,
 )
+from fusionrt.clihelp import DeprecatedAlias, help_formatter, version_line
 
 DEFAULT_BUNDLE = Path("bundles") / "demo"
-EPILOG = """\
-sources:  --camera 0 | /dev/video0 | v4l2:///dev/video0 | FILE.mp4 | DIR | 'frames/*.png' | rtsp://... |
-                   gst:PIPELINE | csi://0 | test://digits
-          --mic default | INDEX | NAME | FILE.wav | FILE.flac | test://dtmf
-          --text "a literal message" | - (stdin lines) | FILE.txt (optionally t_ms<TAB>text) | test://digits
-examples:
-  realtime-infer --camera 0 --mic default --text -
-  realtime-infer --bundle bundles/demo --camera test://digits --mic test://dtmf --text test://digits --duration 20
-  realtime-infer --camera clip.mp4 --mic clip.wav --replay deterministic --json out.jsonl --save-video out.mp4
-"""
 MAX_CAPTURE_SIDE = 16384
 MAX_THREADS = 256
 
@@ -62,69 +54,88 @@ def check_outputs(args: argparse.Namespace) -> None:
         seen[key] = flag
 
 
-OUTPUT_FLAGS = (("--json", "jsonl"), ("--save-video", "save_video"), ("--trace", "trace"),
+OUTPUT_FLAGS = (("--jsonl", "jsonl"), ("--save-video", "save_video"), ("--trace", "trace"),
                 ("--summary-json", "summary_json"))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Four groups, one line per option at 100 columns, so `--help` fits one screen (a test holds it)."""
     p = argparse.ArgumentParser(
-        prog="realtime-infer",
-        description="Run a fusionrt bundle on live or recorded camera, microphone and text sources.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--bundle", default=None,
-                   help=f"bundle directory (default: {DEFAULT_BUNDLE}, made by `fusionrt demo`)")
-    p.add_argument("--camera", help="camera URI (see below)")
-    p.add_argument("--mic", help="microphone URI (see below)")
-    p.add_argument("--text", help="text source (see below)")
-    p.add_argument("--budget-ms", type=arg_type(duration, "--budget-ms", high=3.6e6), default=33.0,
-                   help="end-to-end deadline from capture (default 33)")
-    p.add_argument("--duration", type=arg_type(duration, "--duration"), default=None,
-                   help="stop after S seconds (default: until the sources end or Ctrl-C)")
-    p.add_argument("--json", dest="jsonl", type=arg_type(output_path, "--json"),
-                   help="write one JSON line per fused result to OUT.jsonl")
-    p.add_argument("--save-video", type=arg_type(output_path, "--save-video"),
-                   help="write the camera with the answer overlaid to OUT.mp4")
-    p.add_argument("--trace", type=arg_type(output_path, "--trace"),
-                   help="write Chrome trace events of each result's path to OUT.json")
-    p.add_argument("--metrics-port", type=arg_type(port, "--metrics-port"),
-                   help="serve Prometheus metrics on 127.0.0.1:PORT")
-    p.add_argument("--summary-json", type=arg_type(output_path, "--summary-json"),
-                   help="write the final metrics as JSON to this file")
-    p.add_argument("--backend", default=Backend.ORT.value, choices=[b.value for b in Backend],
-                   help="inference backend: ONNX Runtime with providers in priority order (default), ONNX Runtime "
-                   "pinned to one provider (ort-cpu, ort-cuda, ort-tensorrt: no fallback), the bundle's reference "
-                   "PyTorch model (needs torch: pip install 'fusionrt[export]') or the bundle's TensorRT engines "
-                   "(built on this device by `fusionrt engine`; needs tensorrt and cuda-python)")
-    p.add_argument("--precision", default="fp16", choices=list(PRECISIONS),
-                   help="which TensorRT engines the tensorrt backend runs (default fp16)")
-    p.add_argument("--providers", help="comma-separated ONNX Runtime providers in priority order "
-                   "(default: TensorRT, CUDA, CPU as available)")
-    p.add_argument("--fail-on-fallback", action="store_true",
-                   help="exit when a requested provider is not the one running")
-    p.add_argument("--threads", type=arg_type(count, "--threads", high=MAX_THREADS), default=1,
-                   help="ONNX Runtime threads per stage (default 1)")
-    p.add_argument("--variant", help="variant for every component that has it (default: the manifest's choice)")
-    p.add_argument("--replay", choices=["realtime", "deterministic"], default="realtime",
-                   help="files: replay at native rate (drops allowed) or as fast as possible, bit-identical")
-    p.add_argument("--trigger", default=None, type=trigger_spec,
-                   help="fuse on every input of image|audio|text, or at a rate in Hz")
-    p.add_argument("--audio-hop-ms", type=arg_type(duration, "--audio-hop-ms", high=60_000), default=None,
-                   help="cut an audio window every N ms (default: the bundle's)")
-    p.add_argument("--width", type=arg_type(count, "--width", high=MAX_CAPTURE_SIDE), help="camera capture width")
-    p.add_argument("--height", type=arg_type(count, "--height", high=MAX_CAPTURE_SIDE),
-                   help="camera capture height")
-    p.add_argument("--fps", type=arg_type(duration, "--fps", high=1000), help="camera capture rate")
-    p.add_argument("--loop", action="store_true", help="loop video/audio files")
-    p.add_argument("--camera-raw", action="store_true",
-                   help="V4L2 cameras: capture YUYV, csi://: NV12, and convert once at model size in the native "
-                        "kernel (check the device still gives its frame rate in YUYV: USB webcams often give "
-                        "1080p30 only as MJPG)")
-    p.add_argument("--seed", type=arg_type(number, "--seed", low=0, high=2**32 - 1, integer=True), default=0,
-                   help="seed of the test:// sources")
-    p.add_argument("--quiet", action="store_true", help="no live status line")
+        prog="realtime-infer", usage="%(prog)s [--camera URI] [--mic URI] [--text SOURCE] [--bundle DIR] [options]",
+        description="Run a fusionrt bundle on live or recorded camera, microphone and text sources (README).",
+        formatter_class=help_formatter(), add_help=False,
+    )  # fmt: skip
+    add_source_options(p.add_argument_group("sources (at least one; a source not given is not used)"))
+    add_run_options(p.add_argument_group("run"))
+    add_output_options(p.add_argument_group("outputs (each off unless given; --json: old spelling of --jsonl)"))
+    add_advanced_options(p.add_argument_group("advanced"))
     return p
+
+
+def add_source_options(g) -> None:
+    g.add_argument("--camera", metavar="URI", help="0 | /dev/video0 | FILE.mp4 | DIR | 'x/*.png' | rtsp://.. | test://digits")
+    g.add_argument("--mic", metavar="URI", help="default | INDEX | NAME | FILE.wav | FILE.flac | test://dtmf")
+    g.add_argument("--text", metavar="SOURCE", help="\"literal text\" | - (stdin lines) | FILE.txt | test://digits")
+    g.add_argument("--bundle", metavar="DIR", default=None,
+                   help=f"bundle directory (default: {DEFAULT_BUNDLE}, made by `fusionrt demo`)")
+
+
+def add_run_options(g) -> None:
+    g.add_argument("--duration", metavar="S", type=arg_type(duration, "--duration"), default=None,
+                   help="stop after S seconds (default: at the sources' end, Ctrl-C or SIGTERM)")
+    g.add_argument("--budget-ms", metavar="MS", type=arg_type(duration, "--budget-ms", high=3.6e6), default=33.0,
+                   help="end-to-end deadline from capture")
+    g.add_argument("--replay", metavar="MODE", choices=["realtime", "deterministic"], default="realtime",
+                   help="realtime | deterministic (files, bit-identical)")
+    g.add_argument("--trigger", metavar="WHEN", default=None, type=trigger_spec,
+                   help="fuse on each image|audio|text input or at a rate in Hz (default: bundle's)")
+    g.add_argument("--variant", metavar="NAME",
+                   help="variant for every component that has it (default: the manifest's choice)")
+    g.add_argument("--backend", metavar="NAME", default=Backend.ORT.value, choices=[b.value for b in Backend],
+                   help=f"{' | '.join(b.value for b in Backend)}")
+
+
+def add_output_options(g) -> None:
+    g.add_argument("--jsonl", metavar="PATH", type=arg_type(output_path, "--jsonl"),
+                   help="write one JSON line per fused result")
+    g.add_argument("--json", dest="jsonl", action=DeprecatedAlias, use="--jsonl", help=argparse.SUPPRESS,
+                   type=arg_type(output_path, "--json"))
+    g.add_argument("--summary-json", metavar="PATH", type=arg_type(output_path, "--summary-json"),
+                   help="write the final metrics as one JSON document")
+    g.add_argument("--trace", metavar="PATH", type=arg_type(output_path, "--trace"),
+                   help="write Chrome trace events (chrome://tracing, Perfetto)")
+    g.add_argument("--save-video", metavar="PATH", type=arg_type(output_path, "--save-video"),
+                   help="write the camera with the answer overlaid (mp4)")
+    g.add_argument("--metrics-port", metavar="PORT", type=arg_type(port, "--metrics-port"),
+                   help="serve Prometheus metrics on HOST:PORT/metrics (needs prometheus_client)")
+    g.add_argument("--metrics-host", metavar="HOST", default="127.0.0.1",
+                   help="bind address; 0.0.0.0 exposes metrics to the network")
+    g.add_argument("--quiet", action="store_true", help="no live status line")
+
+
+def add_advanced_options(g) -> None:
+    g.add_argument("--providers", metavar="LIST", help="ONNX Runtime providers in order (default: TensorRT,CUDA,CPU "
+                   "as available)")  # fmt: skip
+    g.add_argument("--fail-on-fallback", action="store_true", help="exit when a requested provider is not the one running")
+    g.add_argument("--precision", metavar="P", default="fp16", choices=list(PRECISIONS),
+                   help=f"tensorrt backend's engines: {' | '.join(PRECISIONS)}")
+    g.add_argument("--threads", metavar="N", type=arg_type(count, "--threads", high=MAX_THREADS), default=1,
+                   help="ONNX Runtime threads per stage")
+    g.add_argument("--audio-hop-ms", metavar="MS", type=arg_type(duration, "--audio-hop-ms", high=60_000), default=None,
+                   help="cut an audio window every MS (default: the bundle's)")
+    g.add_argument("--width", metavar="PX", type=arg_type(count, "--width", high=MAX_CAPTURE_SIDE),
+                   help="camera capture width (default: the camera's)")
+    g.add_argument("--height", metavar="PX", type=arg_type(count, "--height", high=MAX_CAPTURE_SIDE),
+                   help="camera capture height (default: the camera's)")
+    g.add_argument("--fps", metavar="HZ", type=arg_type(duration, "--fps", high=1000),
+                   help="camera capture rate (default: the camera's)")
+    g.add_argument("--camera-raw", action="store_true",
+                   help="capture YUYV (V4L2) / NV12 (csi://), convert at model size natively")
+    g.add_argument("--loop", action="store_true", help="loop video/audio files")
+    g.add_argument("--seed", metavar="N", type=arg_type(number, "--seed", low=0, high=2**32 - 1, integer=True),
+                   default=0, help="seed of the test:// sources")
+    g.add_argument("-h", "--help", action="help", help=argparse.SUPPRESS)  # 40 lines: -h goes without saying
+    g.add_argument("--version", action="version", version=version_line("realtime-infer"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         options=SourceOptions(width=args.width, height=args.height, fps=args.fps, loop=args.loop, replay=args.replay,
                               seed=args.seed, raw_capture=args.camera_raw),
         outputs=Outputs(jsonl=args.jsonl, trace=args.trace, video=args.save_video, metrics_port=args.metrics_port,
-                        summary_json=args.summary_json, console=not args.quiet),
+                        metrics_host=args.metrics_host, summary_json=args.summary_json, console=not args.quiet),
         backend=args.backend,
         precision=args.precision,  # only the tensorrt backend reads it
         variant=args.variant,
@@ -158,13 +169,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="realtime-infer: %(message)s")
-    try:
-        return run(args)
-    except FusionRTError as e:
-        print(f"realtime-infer: error: {e}", file=sys.stderr)
-        return 1
+    """Ctrl-C and SIGTERM stop a run cleanly (summary printed and written, files closed): exit 0.
+    Either signal before the run starts exits 130/143; a closed stdout/stderr pipe is quiet."""
+    with quiet_pipes(), sigterm_as_interrupt():
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.WARNING, format="realtime-infer: %(message)s")
+        try:
+            return run(args)
+        except FusionRTError as e:
+            print(f"realtime-infer: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt as e:
+            print("realtime-infer: stopped before the run started", file=sys.stderr)
+            return stop_code(e)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from fusionrt.errors import ConfigError
 from fusionrt.frame import MODALITIES, Modality
 from fusionrt.runtime.backend import REFERENCE, Backend, Engine, open_engine
 from fusionrt.runtime.budget import Budget, OverrunPolicy
+from fusionrt.runtime.cpu_kernels import target_mismatch
 from fusionrt.runtime.sources.base import Source
 from fusionrt.runtime.stages import EncoderStage, FusionStage, faster_order, provider_kind
 from fusionrt.runtime.tensorrt_engine import recorded_engine
@@ -99,7 +100,17 @@ class StageEngines:
     def _open(self, component: Component, variant: str) -> Engine:
         engine = open_engine(self.bundle, component, variant, self.backend, **self._options)
         self.opened.append(engine)
+        self._check_int8_target(component, variant)
         return engine
+
+    def _check_int8_target(self, component: Component, variant: str) -> None:
+        """Note once per run when an INT8 variant was quantized for other INT8 kernels than this CPU's."""
+        found = component.variants.get(variant) if self.backend.runs_variants else None
+        if found is None or found.precision != "int8":
+            return
+        message = target_mismatch(found.target)
+        if message and not any(message in note for note in self.notes):
+            self.notes.append(f"{component.name} {variant}: {message}")
 
 
 def encoder_stages(

@@ -12,7 +12,8 @@ import numpy as np
 
 from fusionrt.bundle import Bundle, Component, TensorSpec
 from fusionrt.errors import ConfigError
-from fusionrt.runtime.engine import CPU, CUDA, TENSORRT, OrtEngine
+from fusionrt.runtime.engine import CPU, CUDA, TENSORRT, OrtEngine, resolve_providers
+from fusionrt.runtime.ort_providers import tensorrt_config
 
 REFERENCE = "reference"  # the torch backend's one variant: the bundle's reference weights
 
@@ -87,17 +88,22 @@ def open_engine(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     fail_on_fallback: bool = False,
+    io_binding: bool = False,
 ) -> Engine:
     """Open `variant` of `component` on `backend`: an ONNX variant name for ORT backends, "reference"
-    for torch, a precision ("fp16", "int8", "fp32") for TensorRT engines."""
+    for torch, a precision ("fp16", "int8", "fp32") for TensorRT engines. When ONNX Runtime's TensorRT
+    provider is among the providers, it gets its caches, precision and shape profiles from the bundle
+    (runtime/ort_providers.py); `io_binding` runs ORT sessions through an IO binding."""
     backend = Backend.parse(backend)
     if backend.is_ort:
         pinned = backend.providers
         if pinned and providers and tuple(providers) != pinned:
             raise ConfigError(f"backend {backend.value} runs on {pinned[0]}; drop providers={list(providers)} "
                               f"or use backend 'ort'")
-        return OrtEngine(component.variant(variant).path, providers=list(pinned or providers or ()) or None,
-                         threads=threads, fail_on_fallback=fail_on_fallback or bool(pinned))
+        requested = list(pinned or providers or ()) or None
+        trt = tensorrt_config(component, variant) if TENSORRT in resolve_providers(requested) else None
+        return OrtEngine(component.variant(variant).path, providers=requested, threads=threads,
+                         fail_on_fallback=fail_on_fallback or bool(pinned), tensorrt=trt, io_binding=io_binding)
     if providers:
         raise ConfigError(f"providers choose ONNX Runtime sessions; the {backend.value} backend does not use them")
     if backend is Backend.TORCH:

@@ -2,13 +2,15 @@
 
 Latencies go into log-spaced histograms (1 µs to ~1000 s, buckets 1 % wide): a quantile is within
 0.5 % of the exact value however long the run, where a bounded reservoir of raw samples would lose
-p99.9 after a few hours. Rendered as a table (`summary_table`), a dict (`to_dict`) and the
-Prometheus text format (`prometheus_text`).
+p99.9 after a few hours. Rendered as a table (`summary_table`) and a dict (`to_dict`); each
+histogram also counts samples in the fixed Prometheus buckets (PROMETHEUS_BUCKETS_MS) that
+runtime/prometheus.py exposes.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 import threading
 import time
 from collections import defaultdict
@@ -28,6 +30,8 @@ SOURCE_EVENTS = {
     "reconnects": "reconnections that succeeded",
 }
 NOTES_KEPT = 50
+# Prometheus histogram bounds (le), ms: 0.5 ms to 1 s, with 33.3 ms (a 30 Hz frame) as a bound.
+PROMETHEUS_BUCKETS_MS = (0.5, 1, 2.5, 5, 10, 20, 33.3, 50, 100, 250, 500, 1000)
 
 
 class LatencyHistogram:
@@ -43,8 +47,10 @@ class LatencyHistogram:
         self.total = 0.0
         self.min = math.inf
         self.max = -math.inf
+        self.le_counts = [0] * (len(PROMETHEUS_BUCKETS_MS) + 1)  # per Prometheus bucket (not cumulative), + Inf
 
     def record(self, ms: float) -> None:
+        self.le_counts[bisect_left(PROMETHEUS_BUCKETS_MS, ms)] += 1
         if ms < self.LOW_MS:
             index = 0
         else:
@@ -322,44 +328,6 @@ class Metrics:
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
-    def prometheus_text(self) -> str:
-        """The Prometheus text exposition format (version 0.0.4); latencies in seconds."""
-        with self._lock:
-            out: list[str] = []
-            _summary(out, "fusionrt_stage_latency_seconds", "Stage latency (preprocess + engine)",
-                     {(("stage", n),): h for n, h in sorted(self.stages.items())})
-            _summary(out, "fusionrt_e2e_latency_seconds", "End to end latency from capture to result", {(): self.e2e})
-            _summary(out, "fusionrt_overhead_seconds", "End to end minus engine time", {(): self.overhead})
-            _summary(out, "fusionrt_staleness_seconds", "Age of fused embeddings vs the trigger",
-                     {(("modality", n),): h for n, h in sorted(self.staleness.items())})
-            _counter(out, "fusionrt_results_total", "Fused results", {(): self.results})
-            _counter(out, "fusionrt_deadline_misses_total", "Results later than the deadline",
-                     {(): self.deadline_misses})
-            _counter(out, "fusionrt_frames_total", "Frames received per source",
-                     {(("source", n),): v for n, v in sorted(self.frames.items())})
-            _counter(out, "fusionrt_stage_runs_total", "Stage runs",
-                     {(("stage", n),): v for n, v in sorted(self.runs.items())})
-            _counter(out, "fusionrt_drops_total", "Inputs dropped, by reason",
-                     {(("stage", w), ("reason", r)): v for (w, r), v in sorted(self.drops.items())})
-            _counter(out, "fusionrt_overruns_total", "Stage runs over their budget",
-                     {(("stage", n),): v for n, v in sorted(self.overruns.items())})
-            _counter(out, "fusionrt_actions_total", "Overrun policy actions",
-                     {(("stage", s), ("action", a)): v for (s, a), v in sorted(self.actions.items())})
-            _counter(out, "fusionrt_repairs_total", "Inputs repaired and used, by kind",
-                     {(("stage", w), ("kind", k)): v for (w, k), v in sorted(self.repairs.items())})
-            _counter(out, "fusionrt_source_events_total", "Source anomalies (repairs, drops, truncation, reconnects)",
-                     {(("source", m), ("event", e)): v for (m, e), v in sorted(self.source_events.items())})
-            _counter(out, "fusionrt_trigger_handovers_total", "Times fusion moved to another trigger",
-                     {(): len(self.handovers)})
-            _counter(out, "fusionrt_presence_total", "Results where the modality was present",
-                     {(("modality", n),): v for n, v in sorted(self.presence.items())})
-            up = {(("source", n),): 0 if n in self.source_failures else 1 for n in sorted(self.sources)}
-            _gauge(out, "fusionrt_source_up", "1 while the source streams, 0 once it failed", up)
-            if self.intervals.std is not None:
-                _gauge(out, "fusionrt_jitter_seconds", "Std of the interval between results",
-                       {(): self.intervals.std / 1e3})
-            return "\n".join(out) + "\n"
-
 
 def _quantile_key(q: float) -> str:
     return "p" + f"{q * 100:g}"
@@ -376,38 +344,3 @@ def _table_row(name: str, h: LatencyHistogram, per_s: float | None) -> str:
     cells = [h.quantile(q) for q in QUANTILES] + [h.max if h.count else None]
     rate = f"{per_s:9.1f}" if per_s is not None else f"{'':9}"
     return f"{name:<24}{h.count:>8}{rate}" + "".join(f"{c:9.2f}" if c is not None else f"{'-':>9}" for c in cells)
-
-
-def _labels(pairs: tuple[tuple[str, str], ...], extra: tuple[tuple[str, str], ...] = ()) -> str:
-    items = [*pairs, *extra]
-    if not items:
-        return ""
-    escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for _, v in items)
-    return "{" + ",".join(f'{k}="{v}"' for (k, _), v in zip(items, escaped)) + "}"
-
-
-def _summary(out: list[str], name: str, help_text: str, series: dict) -> None:
-    out += [f"# HELP {name} {help_text}", f"# TYPE {name} summary"]
-    for labels, h in series.items():
-        for q in QUANTILES:
-            value = h.quantile(q)
-            seconds = value / 1e3 if value is not None else math.nan
-            out.append(f"{name}{_labels(labels, (('quantile', f'{q:g}'),))} {_number(seconds)}")
-        out.append(f"{name}_sum{_labels(labels)} {_number(h.total / 1e3)}")
-        out.append(f"{name}_count{_labels(labels)} {h.count}")
-
-
-def _counter(out: list[str], name: str, help_text: str, series: dict) -> None:
-    out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-    out += [f"{name}{_labels(labels)} {_number(v)}" for labels, v in series.items()]
-
-
-def _gauge(out: list[str], name: str, help_text: str, series: dict) -> None:
-    out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-    out += [f"{name}{_labels(labels)} {_number(v)}" for labels, v in series.items()]
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    return repr(value) if isinstance(value, float) else str(value)

@@ -34,12 +34,13 @@ from fusionrt.runtime.sinks import CallbackSink, RunInfo, Sink
 from fusionrt.runtime.sources.base import Replay, Source
 from fusionrt.runtime.stages import EncoderStage, FusionStage
 from fusionrt.runtime.trigger import Trigger, default_trigger
+from fusionrt.stopping import Terminated
 from fusionrt.values import duration
 
 
 @dataclass(frozen=True)
 class Summary:
-    stopped_by: str  # "duration", "end_of_stream", "stop" or "interrupt"
+    stopped_by: str  # "duration", "end_of_stream", "stop", "interrupt" (Ctrl-C) or "terminate" (SIGTERM)
     elapsed_s: float
     results: int
     deterministic: bool
@@ -168,8 +169,8 @@ class Pipeline:
         try:
             flow.open_sinks(sinks, self._run_info())
             stopped_by = (replay_in_order if self.deterministic else stream_threaded)(flow, duration_s)
-        except KeyboardInterrupt:
-            stopped_by = "interrupt"
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM turned into fusionrt.stopping.Terminated
+            stopped_by = "terminate" if isinstance(e, Terminated) else "interrupt"
         finally:
             flow.stop.set()
             flow.close_sources()

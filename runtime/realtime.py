@@ -23,6 +23,7 @@ from fusionrt.runtime.sources import Source, SourceOptions, open_source
 from fusionrt.runtime.trigger import Trigger
 from fusionrt.values import output_path, port
 
+REQUESTED_STOPS = ("stop", "interrupt", "terminate")  # stop(), Ctrl-C, SIGTERM: never "no results" errors
 SOURCE_NAMES = {"image": "camera", "audio": "mic", "text": "text"}  # modality -> run_realtime argument / CLI flag
 
 
@@ -79,7 +80,8 @@ class Outputs:
     jsonl: str | Path | None = None  # one JSON line per fused result
     trace: str | Path | None = None  # Chrome trace events of each result's path
     video: str | Path | None = None  # the camera with the answer overlaid (mp4)
-    metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1:PORT
+    metrics_port: int | None = None  # Prometheus metrics on METRICS_HOST:PORT/metrics (needs prometheus_client)
+    metrics_host: str = "127.0.0.1"  # loopback by default; "0.0.0.0" exposes the metrics to the network
     summary_json: str | Path | None = None  # the final metrics (and accuracy) as JSON
     console: bool = True  # the live status line on stderr
     echo: bool = True  # print the summary table and the accuracy line on stdout
@@ -143,7 +145,7 @@ def run_realtime(
         Path(outputs.summary_json).write_text(
             json.dumps({**summary.metrics, **extra, "stopped_by": summary.stopped_by}, indent=2)
         )
-    if report.summary.results == 0 and report.summary.stopped_by not in ("stop", "interrupt"):
+    if report.summary.results == 0 and report.summary.stopped_by not in REQUESTED_STOPS:
         raise NoResultsError(_nothing_produced(report.summary), report)
     return report
 
@@ -195,5 +197,5 @@ def open_sinks(outputs: Outputs) -> list[Sink]:
     if outputs.video:
         sinks.append(VideoSink(outputs.video))
     if outputs.metrics_port is not None:
-        sinks.append(PrometheusSink(outputs.metrics_port))
+        sinks.append(PrometheusSink(outputs.metrics_port, host=outputs.metrics_host))
     return sinks

@@ -87,8 +87,8 @@ class Result:
         record["input_t_ns"] = dict(self.input_t_ns)
         if self.reused:
             record["reused"] = list(self.reused)
-        if self.label is not None:
-            record["label"] = labels[self.label] if 0 <= self.label < len(labels) else self.label
+        if self.label is not None:  # what a test:// source knows the answer is; never the prediction
+            record["ground_truth"] = labels[self.label] if 0 <= self.label < len(labels) else self.label
         if timings:
             record["stage_ms"] = {k: round(v, 4) for k, v in self.stage_ms.items()}
             record["e2e_ms"] = round(self.e2e_ms, 4)

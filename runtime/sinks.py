@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, TextIO
 
@@ -117,7 +115,9 @@ class ConsoleSink:
 
 class JsonlSink:
     """One JSON line per result. `timings=None`: timings except in deterministic replay, whose
-    file is then identical run to run."""
+    file is then identical run to run. With timings a record also carries `t_wall_ns`: the capture
+    time on the wall clock (Unix ns, for joining with other logs) beside the monotonic `t_capture_ns`;
+    deterministic replay leaves it out with the other timings, so its file stays byte-identical."""
 
     def __init__(self, path: str | Path, *, timings: bool | None = None) -> None:
         self.path = Path(path)
@@ -128,9 +128,14 @@ class JsonlSink:
         if self.timings is None:
             self.timings = not info.deterministic
         self._file = _open_output(self.path, "jsonl")
+        self._wall_offset_ns = time.time_ns() - time.monotonic_ns()  # sources stamp with monotonic_ns
 
     def write(self, result: Result) -> None:
-        self._file.write(json.dumps(result.to_json(self.labels, timings=self.timings)) + "\n")
+        record = result.to_json(self.labels, timings=self.timings)
+        if self.timings:
+            seq, t_capture = record.pop("seq"), record.pop("t_capture_ns")
+            record = {"seq": seq, "t_capture_ns": t_capture, "t_wall_ns": t_capture + self._wall_offset_ns, **record}
+        self._file.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         self._file.close()
@@ -251,53 +256,35 @@ class VideoSink:
 
 
 class PrometheusSink:
-    """Serves `Metrics.prometheus_text()` at http://HOST:PORT/metrics from a daemon thread.
-    port=0 picks a free port; `port` holds the real one once open."""
+    """Serves the run's metrics at http://HOST:PORT/metrics with prometheus_client (runtime/prometheus.py:
+    histograms, one metric per concept). HOST defaults to loopback; port=0 picks a free port, and
+    `port` holds the real one once open. Fails at construction when prometheus_client is missing."""
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        from fusionrt.runtime.prometheus import require_client
+
+        require_client()  # before any engine loads: a missing package is said at once
         self.host = host
         self.port = port
-        self._server: ThreadingHTTPServer | None = None
+        self._server = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
 
     def open(self, info: RunInfo) -> None:
-        metrics = info.metrics
+        from fusionrt.runtime.prometheus import MetricsServer
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path.split("?")[0] not in ("/metrics", "/"):
-                    self.send_error(404, "only /metrics is served")
-                    return
-                body = metrics.prometheus_text().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        try:
-            self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        except OSError as e:
-            raise ConfigError(
-                f"cannot serve Prometheus metrics on {self.host}:{self.port} ({e}); choose another port"
-            ) from e
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="fusionrt-prometheus", daemon=True).start()
+        self._server = MetricsServer(info.metrics, self.host, self.port)
+        self.port = self._server.port
 
     def write(self, result: Result) -> None:
         pass
 
     def close(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
 
 

@@ -238,8 +238,8 @@ def test_two_outputs_on_one_file_are_refused(base, tmp_path):
     from fusionrt.errors import ConfigError
 
     out = str(tmp_path / "out.json")
-    args = realtime_cli.build_parser().parse_args(["--camera", "test://digits", "--json", out, "--trace", out])
-    with pytest.raises(ConfigError, match="--json and --trace both write"):
+    args = realtime_cli.build_parser().parse_args(["--camera", "test://digits", "--jsonl", out, "--trace", out])
+    with pytest.raises(ConfigError, match="--jsonl and --trace both write"):
         realtime_cli.check_outputs(args)
 
 

@@ -197,3 +197,14 @@ def test_describe_shows_components_io_and_parity(bundle_dir):
     fp32_row = next(line for line in text.splitlines() if line.strip().startswith("fp32*"))
     assert "embedding: cos=0.999998 max_abs=2.5e-07 (9 input sets)" in fp32_row and "dynamo" in fp32_row
     assert "fusion  role=fusion" in text
+
+
+def test_describe_keeps_columns_aligned_with_long_variant_names():
+    from fusionrt.bundle.describe import table
+
+    rows = [["variant", "precision", "size", "parity"], ["fp32*", "fp32", "1.0 KB", "-"],
+            ["int8-dynamic-repaired", "int8", "300 B", "cos=1"]]
+    lines = table(rows, right=(2,), min_widths=(10, 9, 10))
+    starts = {line.index(word) for line, word in zip(lines, ("precision", "fp32 ", "int8 "))}
+    assert len(starts) == 1  # the precision column starts at the same place on every row
+    assert len({len(line) - len(row[-1]) for line, row in zip(lines, rows)}) == 1

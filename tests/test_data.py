@@ -1,4 +1,7 @@
 import re
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import numpy as np
@@ -14,6 +17,7 @@ from fusionrt.data import (
     DigitsData,
     digit_text,
     digits_from_config,
+    glyphs,
     dtmf_tone,
     make_digits,
     render_digit_frame,
@@ -215,3 +219,31 @@ def test_digits_from_config_uses_config_sizes():
 def test_bad_arguments_raise_data_error(call, match):
     with pytest.raises(DataError, match=match):
         call()
+
+
+def test_shipped_glyphs_are_sklearns_digits():
+    ink, labels = glyphs()
+    digits = load_digits()
+    assert ink.dtype == np.float32 and not ink.flags.writeable and labels.dtype == np.int64
+    assert np.array_equal(ink, (digits.images / 16.0).astype(np.float32))
+    assert np.array_equal(labels, digits.target)
+
+
+def test_test_sources_run_without_scikit_learn():
+    """The runtime-only install has no scikit-learn (nor torch): test://digits and test://dtmf still run."""
+    child = textwrap.dedent("""
+        import sys
+        sys.modules["sklearn"] = None  # any `import sklearn...` now raises ImportError
+        sys.modules["torch"] = None
+        from itertools import islice
+        from fusionrt.runtime.sources.uri import open_source
+        for uri, modality in (("test://digits", "image"), ("test://digits", "text"), ("test://dtmf", "audio")):
+            source = open_source(uri, modality)
+            frames = list(islice(source.frames(), 3))
+            source.close()
+            assert len(frames) == 3, (uri, modality)
+        print("ok", frames[0].modality)
+    """)
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")

@@ -79,10 +79,6 @@ EXCEPTIONS = (
     # `fusionrt bench` counts MACs from the ONNX graph and draws its charts: onnx and matplotlib,
     # imported inside those reporting functions, so a runtime-only install still benchmarks.
     Exemption("fusionrt.runtime.bench", ("onnx", "matplotlib"), "bench reporting", prefix=True),
-    # The built-in digits task draws its frames from the 8x8 glyphs scikit-learn ships (no download),
-    # read inside one function. Known gap: the runtime-only install cannot run test://digits until
-    # the glyphs ship with fusionrt (the Jetson/CLI issue lists it).
-    Exemption("fusionrt.data", ("sklearn",), "the digits glyphs scikit-learn ships"),
 )
 
 

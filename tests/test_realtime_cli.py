@@ -43,7 +43,7 @@ def test_deterministic_replay_of_files_is_bit_identical(media, tmp_path):
     for k in range(2):
         out, trace, summary = tmp_path / f"r{k}.jsonl", tmp_path / f"t{k}.json", tmp_path / f"s{k}.json"
         proc = run(["--bundle", bundle, "--camera", video, "--mic", wav, "--text", text, "--replay", "deterministic",
-                    "--json", out, "--trace", trace, "--summary-json", summary, "--save-video", tmp_path / f"v{k}.mp4"])
+                    "--jsonl", out, "--trace", trace, "--summary-json", summary, "--save-video", tmp_path / f"v{k}.mp4"])
         assert proc.returncode == 0, proc.stderr.decode()
         assert b"end to end" in proc.stdout
         outputs.append(out.read_bytes())
@@ -61,7 +61,7 @@ def test_deterministic_replay_of_files_is_bit_identical(media, tmp_path):
 def test_stdin_text_with_bad_bytes_is_handled(media, tmp_path):
     root, bundle, video, wav, text = media
     out = tmp_path / "stdin.jsonl"
-    proc = run(["--bundle", bundle, "--text", "-", "--json", out, "--quiet"], input=b"red cat\n\n\xff\xfe dog\nblue\n")
+    proc = run(["--bundle", bundle, "--text", "-", "--jsonl", out, "--quiet"], input=b"red cat\n\n\xff\xfe dog\nblue\n")
     assert proc.returncode == 0, proc.stderr.decode()
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 3 and all(r["presence"]["text"] for r in lines)
@@ -97,7 +97,7 @@ def test_truncated_video_degrades_instead_of_crashing(media, tmp_path):
     data = video.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
     out = tmp_path / "broken.jsonl"
-    proc = run(["--bundle", bundle, "--camera", broken, "--mic", wav, "--replay", "deterministic", "--json", out,
+    proc = run(["--bundle", bundle, "--camera", broken, "--mic", wav, "--replay", "deterministic", "--jsonl", out,
                 "--trigger", "audio", "--quiet"])
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"FAILED" in proc.stdout  # the summary reports the camera's failure
@@ -112,7 +112,7 @@ def test_run_realtime_is_the_api_under_the_cli(media, tmp_path, capsys):
     root, bundle, video, wav, text = media
     cli_out, api_out = tmp_path / "cli.jsonl", tmp_path / "api.jsonl"
     proc = run(["--bundle", bundle, "--camera", video, "--mic", wav, "--text", text, "--replay", "deterministic",
-                "--trigger", "audio", "--json", cli_out, "--quiet"])
+                "--trigger", "audio", "--jsonl", cli_out, "--quiet"])
     assert proc.returncode == 0, proc.stderr.decode()
     report = run_realtime(bundle, camera=str(video), mic=str(wav), text=str(text), trigger="audio",
                           options=SourceOptions(replay="deterministic"), outputs=Outputs(jsonl=api_out, console=False))

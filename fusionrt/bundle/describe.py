@@ -22,23 +22,34 @@ def describe(bundle: Bundle) -> str:
     for c in bundle.components.values():
         rate = f"{c.rate_hz:g} Hz" if c.rate_hz is not None else "-"
         lines += ["", f"{c.name}  role={c.role}  modality={c.modality or '-'}  rate={rate}"]
-        for label, specs in (("in ", c.inputs), ("out", c.outputs)):
-            for s in specs:
-                lines.append(f"  {label} {s.name:<16} {s.dtype:<8} [{', '.join(str(d) for d in s.shape)}]")
+        io = [[label, s.name, s.dtype, f"[{', '.join(str(d) for d in s.shape)}]"]
+              for label, specs in (("in", c.inputs), ("out", c.outputs)) for s in specs]
+        lines += table(io, min_widths=(3, 16, 8))
         if c.preprocessing:
             lines.append("  preprocessing: " + " ".join(f"{k}={v}" for k, v in c.preprocessing.items()))
-        lines.append(f"  {'variant':<10} {'precision':<9} {'size':>10}  {'exporter':<11} {'opt':<6} parity vs PyTorch")
+        rows = [["variant", "precision", "size", "exporter", "opt", "parity vs PyTorch"]]
         for v in c.variants.values():
-            marker = "*" if v.name == c.default_variant else " "
-            lines.append(
-                f"  {v.name + marker:<10} {v.precision:<9} {_size(v.path):>10}  "
-                f"{str(v.info.get('exporter', '-')):<11} {str(v.info.get('optimization', '-')):<6} "
-                f"{_parity_text(_parity(report, c.name, v.name))}"
-            )
+            marker = "*" if v.name == c.default_variant else ""
+            rows.append([v.name + marker, v.precision, _size(v.path), str(v.info.get("exporter", "-")),
+                         str(v.info.get("optimization", "-")), _parity_text(_parity(report, c.name, v.name))])
+        lines += table(rows, right=(2,), min_widths=(10, 9, 10, 11, 6))
         for e in c.engines.values():
             lines.append(f"  engine {e.precision:<5} {e.path.name} (from {e.source_variant}, "
                          f"{e.fingerprint.get('gpu_name', '?')}, TensorRT {e.fingerprint.get('tensorrt_version', '?')})")
     return "\n".join(lines)
+
+
+def table(rows: list[list[str]], right: tuple[int, ...] = (), min_widths: tuple[int, ...] = ()) -> list[str]:
+    """Rows as lines indented by two, each column as wide as its widest cell (the last one unpadded), so
+    a long variant name (int8-dynamic-repaired) or input name keeps every column aligned."""
+    if not rows:
+        return []
+    widths = [max([len(row[i]) for row in rows] + list(min_widths[i:i + 1])) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append(("  " + " ".join([*cells, row[-1]])).rstrip())
+    return lines
 
 
 def _size(path: Path) -> str:

@@ -20,6 +20,7 @@ from fusionrt.config import Config, Task, save_config
 from fusionrt.data import LABELS, DigitsData, digits_from_config
 from fusionrt.errors import ConfigError, ModelError
 from fusionrt.models import MultimodalModel, build_tokenizer
+from fusionrt.progress import eta_text
 from fusionrt.scoring import classification_metrics, regression_metrics
 
 CHECKPOINT = "model.safetensors"
@@ -175,7 +176,8 @@ def train(
             total += loss.item() * len(idx)
         val = score(predict(model, inputs["val"], len(splits["val"])), splits["val"].labels, task)
         headline = f"acc {val['accuracy']:.3f}" if "accuracy" in val else f"mae {val['mae']:.3f}"
-        progress(f"epoch {epoch}/{config.train.epochs}: loss {total / n:.4f}, val {headline}")
+        so_far = eta_text(time.perf_counter() - started, epoch, config.train.epochs)
+        progress(f"epoch {epoch}/{config.train.epochs}: loss {total / n:.4f}, val {headline} ({so_far})")
 
     metrics = {
         split: score(predict(model, inputs[split], len(splits[split])), splits[split].labels, task)

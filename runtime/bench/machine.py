@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fusionrt.runtime.cpu_kernels import int8_kernels
+
 # /proc/cpuinfo flag -> what the report calls it
 CPU_FLAGS = {
     "avx2": "AVX2",
@@ -30,6 +32,7 @@ def fingerprint() -> dict:
     return {
         "cpu": cpu_model,
         "cpu_flags": flags,
+        "int8_kernels": int8_kernels(),  # which INT8 kernels ORT runs here (VNNI/AMX, AVX2 saturating, ARM)
         "cores": os.cpu_count(),
         "memory_gib": memory_gib(),
         "gpu": gpu_info(),
@@ -37,7 +40,21 @@ def fingerprint() -> dict:
         "python": sys.version.split()[0],
         "versions": {name: _version(name) for name in DISTRIBUTIONS if _version(name)},
         "onnxruntime_providers": _ort_providers(),
+        "jetson": jetson_fingerprint(),
     }
+
+
+def jetson_fingerprint() -> dict | None:
+    """On a Jetson: module, L4T/JetPack, power mode, and one tegrastats reading (power, clocks, temperatures)
+    before the run; None elsewhere. A run's own power is runtime.tegrastats.TegrastatsReader's summary."""
+    from fusionrt.runtime.jetson import jetson_facts
+    from fusionrt.runtime.tegrastats import sample
+
+    facts = jetson_facts()
+    if facts is None:
+        return None
+    reading = sample()
+    return {**facts, "tegrastats": reading.as_dict() if reading else None}
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:

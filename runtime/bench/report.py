@@ -62,7 +62,7 @@ def _cells(row: dict) -> list[str]:
     return head + [
         _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p95"]), _ms(lat["p99"]), _ms(lat["max"]),
         f"{lat['mean']:.3f}±{lat['std']:.3f}", f"{row['throughput_per_s']:.1f}", _copy(row), gflops, fraction,
-        "yes" if row["stable"] else f"NO ({row['windows']} windows)",
+        "yes" if row["stable"] else "NO (load)" if row.get("loaded") else f"NO ({row['windows']} windows)",
     ]  # fmt: skip
 
 
@@ -97,7 +97,9 @@ def notes(report: dict) -> list[str]:
     lines = [f"backend {b} skipped: {s['reason']}" for b, s in report["backends"].items() if s["status"] != "ok"]
     if report["accuracy_latency"]["skipped"]:
         lines.append(f"accuracy-vs-latency scatter skipped: {report['accuracy_latency']['skipped']}")
-    unstable = sum(1 for r in report["rows"] if r["status"] == "ok" and not r["stable"])
+    if report["load_average"].get("flag"):
+        lines.append(f"LOADED: {report['load_average']['flag']}")
+    unstable = sum(1 for r in report["rows"] if r["status"] == "ok" and not r["stable"] and not r.get("loaded"))
     if unstable:
         lines.append(f"{unstable} point(s) did not meet the stability rule ({report['settings']['stability']}) "
                      f"within {report['settings']['max_windows']} windows: their figures are flagged unstable")

@@ -15,11 +15,13 @@ import importlib.util
 import itertools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 from fusionrt.bundle import Bundle, load
 from fusionrt.errors import ConfigError
+from fusionrt.progress import eta_text
 from fusionrt.runtime.backend import REFERENCE, Backend
 from fusionrt.runtime.bench.backends import (
     CPU_BACKENDS,
@@ -32,8 +34,8 @@ from fusionrt.runtime.bench.backends import (
 from fusionrt.runtime.bench.inputs import BenchInputs
 from fusionrt.runtime.bench.machine import fingerprint
 from fusionrt.runtime.bench.peak import measure_peak
-from fusionrt.runtime.bench.stats import STABLE_WINDOWS, TOLERANCE
-from fusionrt.runtime.bench.timing import BenchSettings, MacCounter, measure_group
+from fusionrt.runtime.bench.stats import LOAD_SLACK, STABLE_WINDOWS, TOLERANCE, load_limit
+from fusionrt.runtime.bench.timing import BenchSettings, LoadWatch, MacCounter, measure_group
 
 DEFAULT_BATCHES = (1, 4, 16)
 MIN_ITEMS = 16  # distinct input items cycled through at batch 1
@@ -60,6 +62,8 @@ def bench_bundle(
     batches: Sequence[int] | None = None,
     settings: BenchSettings = BenchSettings(),
     progress: Callable[[str], None] | None = None,
+    read_load: Callable[[], float] = lambda: os.getloadavg()[0],
+    cores: int | None = None,
 ) -> dict:
     """Benchmark a bundle; return the report (see report.py for its renderings).
 
@@ -68,7 +72,9 @@ def bench_bundle(
     its reference weights); backends: `Backend`s or their names, of backends.BENCHED (default: all;
     those that cannot run here are listed as skipped with the reason; plain "ort" is refused);
     threads: the thread sweep (default 1, 2, 4, ... cores); batches: the batch sweep (default
-    DEFAULT_BATCHES).
+    DEFAULT_BATCHES). read_load: the 1-minute load average reader and `cores` (default os.cpu_count())
+    what the load rule (stats.overload) holds it against: a point measured above it is flagged
+    `loaded` and not stable, and the report's `load_average.flag` says how many.
     """
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     bundle = bundle if isinstance(bundle, Bundle) else load(bundle)
@@ -82,32 +88,51 @@ def bench_bundle(
         if reason:
             say(f"skipping backend {backend.value}: {reason}")
     runnable = [b for b in chosen if status[b] is None]
-    report = _header(bundle, settings, threads, batches, status)
+    watch = LoadWatch(read_load, cores or os.cpu_count() or 1)
+    report = _header(bundle, settings, threads, batches, status, watch)
     cpu_threads = threads if any(b in CPU_BACKENDS for b in runnable) else []
     report["peak"] = _peak(cpu_threads, settings.gemm_size, say)
     inputs = BenchInputs(bundle, max(*batches, MIN_ITEMS))
     plan = _plan(bundle, targets, runnable, wanted_variants, grid(threads, batches))
     names = ", ".join(b.value for b in runnable)
     say(f"benchmarking {len(plan)} points of {bundle.root} ({', '.join(targets)}; backends {names})")
-    counter = itertools.count(1)
+    counter, started = itertools.count(1), time.monotonic()
+
+    def point_line(line: str) -> None:
+        done = next(counter)
+        say(f"[{done}/{len(plan)}] {line} ({eta_text(time.monotonic() - started, done, len(plan))})")
+
     macs = MacCounter(bundle, inputs, counting=report["peak"].get("skipped") is None)
     rows = []
     for (target, backend, variant, t), points in itertools.groupby(plan, key=lambda p: p[:4]):
         group = [b for *_, b in points]
         rows += measure_group(bundle, inputs, target, backend, variant, t, group, settings, macs, report["peak"],
-                              lambda line: say(f"[{next(counter)}/{len(plan)}] {line}"))
+                              point_line, watch)
     report["rows"] = rows
     main = (max(threads), min(batches))
     report["ratios"] = speedups(rows, min(batches))
-    report["load_average"]["end"] = os.getloadavg()[0]
+    report["load_average"]["end"] = watch.read()
+    report["load_average"]["flag"] = _load_flag(rows, watch)
+    if report["load_average"]["flag"]:
+        say(f"warning: {report['load_average']['flag']}")
     report["accuracy_latency"] = accuracy_points(bundle, rows, main)
     if report["accuracy_latency"]["skipped"]:
         say(f"accuracy-vs-latency scatter skipped: {report['accuracy_latency']['skipped']}")
     return report
 
 
+def _load_flag(rows: list[dict], load: LoadWatch) -> str | None:
+    """The report-wide flag: how many points ran above the load rule's limit, or None."""
+    loaded = [r for r in rows if r.get("loaded")]
+    if not loaded:
+        return None
+    return (f"{len(loaded)} of {len(rows)} point(s) ran at a 1-minute load average above {load_limit(load.cores):g} "
+            f"({load.cores} cores + {LOAD_SLACK:g}); they are not stable and this report's comparisons are not "
+            f"trustworthy: rerun on a quiet machine")
+
+
 def _header(bundle: Bundle, settings: BenchSettings, threads: list[int], batches: list[int],
-            status: dict[Backend, str | None]) -> dict:
+            status: dict[Backend, str | None], load: LoadWatch) -> dict:
     """The report's first fields: what was measured, where, how, and which backends were skipped."""
     return {
         "bundle": str(bundle.root),
@@ -117,9 +142,11 @@ def _header(bundle: Bundle, settings: BenchSettings, threads: list[int], batches
             **dataclasses.asdict(settings), "threads": threads, "batches": batches,
             "main": {"threads": max(threads), "batch": min(batches)},
             "stability": f"{STABLE_WINDOWS} consecutive windows whose p50 lie within {TOLERANCE:.0%} of their mean",
+            "load_rule": f"1-min load average, read before and after each window, <= {load_limit(load.cores):g} "
+                         f"(cores + {LOAD_SLACK:g})",
         },
         "backends": {b.value: {"status": "skipped", "reason": r} if r else {"status": "ok"} for b, r in status.items()},
-        "load_average": {"start": os.getloadavg()[0]},  # 1 minute: how much else ran on this machine
+        "load_average": {"start": load.read()},  # 1 minute: how much else ran on this machine
     }  # fmt: skip
 
 

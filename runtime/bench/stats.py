@@ -3,6 +3,16 @@
 A measurement is a series of timed windows; it stops once the last three windows' p50 latencies
 each lie within 10 % of their mean (stable), or at a window cap (flagged unstable). Its statistics
 come from the stable windows only.
+
+The load rule: a point is never called stable when the machine was busier than the measurement
+tolerates. The 1-minute load average is read before the point's warm-up and after each of its
+windows; the point itself accounts for `threads` of it. The rest (other processes) must fit in the
+cores the point leaves free, with LOAD_SLACK of margin:
+
+    max(readings) - threads  >  (cores - threads) + LOAD_SLACK   =>   loaded, not stable
+
+which is `max(readings) > cores + LOAD_SLACK` (2.5 on 2 cores). The 1-minute average lags, so the
+rule can miss a burst shorter than a minute; it never flags a quiet machine.
 """
 
 from __future__ import annotations
@@ -18,6 +28,22 @@ STABLE_WINDOWS = 3
 TOLERANCE = 0.10
 PERCENTILES = (50, 90, 95, 99)
 CDF_POINTS = 101  # the CDF is stored as the 0th, 1st, ... 100th percentile
+LOAD_SLACK = 0.5  # runnable threads of other work, beyond the free cores, that a point tolerates
+
+
+def load_limit(cores: int) -> float:
+    """The highest 1-minute load average at which a point may still be called stable."""
+    return cores + LOAD_SLACK
+
+
+def overload(readings: Sequence[float], cores: int) -> str | None:
+    """None when every reading is within load_limit(cores); else why the point is not stable."""
+    if not readings:
+        return None
+    peak = max(readings)
+    if peak <= load_limit(cores):
+        return None
+    return f"1-min load {peak:.2f} > {load_limit(cores):g} ({cores} cores + {LOAD_SLACK:g})"
 
 
 @dataclass(frozen=True)

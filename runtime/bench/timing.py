@@ -16,7 +16,7 @@ from fusionrt.runtime.backend import Backend
 from fusionrt.runtime.bench.backends import COPY_NOT_SEPARATED, CPU_BACKENDS, MODEL, Step, model_variants, open_step
 from fusionrt.runtime.bench.inputs import BenchInputs
 from fusionrt.runtime.bench.peak import GEMM_SIZE
-from fusionrt.runtime.bench.stats import STABLE_WINDOWS, Window, measure_until_stable
+from fusionrt.runtime.bench.stats import STABLE_WINDOWS, Window, measure_until_stable, overload
 from fusionrt.runtime.fusion_feeds import bundle_fusion_feeds
 
 
@@ -120,7 +120,17 @@ def _batches(inputs: BenchInputs, component: str, batch: int) -> list[dict]:
     return [inputs.batch(component, start, batch) for start in range(0, count - batch + 1, batch)]
 
 
-def measure_group(bundle, inputs, target, backend, variant, threads, batches, settings, macs, peak, say) -> list[dict]:
+@dataclass(frozen=True)
+class LoadWatch:
+    """Where the 1-minute load average comes from (a parameter, so tests inject readings) and the cores
+    the load rule (stats.overload) measures it against."""
+
+    read: Callable[[], float]
+    cores: int
+
+
+def measure_group(bundle, inputs, target, backend, variant, threads, batches, settings, macs, peak, say,
+                  load: LoadWatch) -> list[dict]:
     """Rows for one target x backend x variant x thread count over its batch sizes; the engines are
     closed when they are measured."""
     base = {"target": target, "backend": backend.value, "variant": variant, "threads": threads}
@@ -135,30 +145,40 @@ def measure_group(bundle, inputs, target, backend, variant, threads, batches, se
     try:
         for batch in batches:
             row = {**base, "batch": batch, "device": opened.device, "components": opened.components}
-            rows.append(_measure_point(opened, row, backend, settings, macs, peak, say))
+            rows.append(_measure_point(opened, row, backend, settings, macs, peak, say, load))
     finally:
         opened.close()
     return rows
 
 
-def _measure_point(opened: OpenTarget, row: dict, backend: Backend, settings: BenchSettings, macs, peak, say) -> dict:
-    """`row` completed with the figures of one batch size, or with its error."""
+def _measure_point(opened: OpenTarget, row: dict, backend: Backend, settings: BenchSettings, macs, peak, say,
+                   load: LoadWatch) -> dict:
+    """`row` completed with the figures of one batch size, or with its error; a point measured on a
+    machine busier than the load rule allows is flagged `loaded` and never stable."""
     point = f"{row['target']} {row['variant']} {backend.value} t{row['threads']} b{row['batch']}"
+    readings = [load.read()]
+
+    def window() -> Window:
+        timed = timed_window(run_once, settings.window_ms, settings.min_runs)
+        readings.append(load.read())
+        return timed
+
     try:
         run_once = opened.make_run(row["batch"])
         timed_window(run_once, settings.warmup_ms, 2)
-        measured = measure_until_stable(
-            lambda: timed_window(run_once, settings.window_ms, settings.min_runs), max_windows=settings.max_windows
-        )
+        measured = measure_until_stable(window, max_windows=settings.max_windows)
     except FusionRTError as e:
         error = " ".join(str(e).split())
         say(f"{point}: ERROR {error}")
         return {**row, "status": "error", "error": error}
     row.update(status="ok", error=None, **measured.summary(row["batch"]))
+    row["load_1min"] = [round(x, 2) for x in readings]
+    row["loaded"] = overload(readings, load.cores)
+    row["stable"] = row["stable"] and row["loaded"] is None
     if row["copy_ms"] is None:
         row["copy_ms"] = COPY_NOT_SEPARATED[backend]
     row.update(macs.row_figures(backend, opened.components, row["batch"], row, peak))
-    flag = "" if row["stable"] else " (UNSTABLE)"
+    flag = "" if row["stable"] else f" (UNSTABLE: {row['loaded']})" if row["loaded"] else " (UNSTABLE)"
     say(f"{point}: p50 {row['latency_ms']['p50']:.3f} ms, {row['windows']} windows{flag}")
     return row
 

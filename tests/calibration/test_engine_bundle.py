@@ -74,3 +74,15 @@ def test_a_failed_build_leaves_the_bundle_as_it_was(bundle_dir, builds):
     assert {p.relative_to(bundle_dir): p.read_bytes() for p in bundle_dir.rglob("*") if p.is_file()} == before
     assert not any(c.engines for c in load(bundle_dir).components.values())
     assert sorted(p.name for p in bundle_dir.parent.iterdir()) == [bundle_dir.name]
+
+
+def test_tensorrt_builds_int8_only_from_a_variant_quantized_for_it():
+    from types import SimpleNamespace
+
+    from fusionrt.calibration.tensorrt import _tensorrt_qdq
+
+    variant = lambda target, **info: SimpleNamespace(target=target, info=info)  # noqa: E731
+    assert _tensorrt_qdq(variant("tensorrt"))
+    assert not _tensorrt_qdq(variant("x86-vnni", format="qdq", activations="uint8"))  # u8 activations: not for TensorRT
+    assert _tensorrt_qdq(variant(None, format="qdq", activations="int8"))  # a bundle from before targets
+    assert not _tensorrt_qdq(variant(None, format="qdq", activations="uint8")) and not _tensorrt_qdq(None)

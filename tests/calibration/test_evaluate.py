@@ -66,3 +66,20 @@ def test_a_failure_while_writing_the_reports_leaves_the_bundle_as_it_was(bundle_
     assert {p.relative_to(bundle_dir): p.read_bytes() for p in bundle_dir.rglob("*") if p.is_file()} == before
     load(bundle_dir)
     assert sorted(p.name for p in bundle_dir.parent.iterdir()) == [bundle_dir.name]
+
+
+def test_eval_records_this_machines_int8_kernels_and_each_int8_files_target(bundle_dir, heldout, monkeypatch):
+    import fusionrt.runtime.cpu_kernels as cpu_kernels
+    from fusionrt.calibration import quantize_bundle
+
+    calib = CalibrationSet.from_data(load(bundle_dir), Items(16, seed=1))
+    quantize_bundle(bundle_dir, calib, "int8-static", target="x86-vnni", components=("audio_encoder",), heldout=heldout,
+                    latency_runs=2, repair_nodes=False, progress=lambda m: None)
+    monkeypatch.setattr(cpu_kernels, "cpu_target", lambda *a, **k: "x86-avx2")  # run "on" an AVX2-only machine
+    report = evaluate(load(bundle_dir), heldout, ["fp32", "int8"], write=False)
+    assert report["machine"] == {"cpu_target": "x86-avx2", "family": "x86-avx2",
+                                 "kernels": cpu_kernels.KERNELS["x86-avx2"]}
+    int8 = report["variants"]["int8"]
+    assert int8["int8_targets"] == {"audio_encoder": "x86-vnni"}
+    assert "x86-vnni" in int8["target_mismatch"]["audio_encoder"] and "x86-avx2" in int8["target_mismatch"]["audio_encoder"]
+    assert "int8_targets" not in report["variants"]["fp32"]

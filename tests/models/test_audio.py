@@ -7,6 +7,7 @@ from audio_reference import reference_dct_ortho, reference_features, reference_m
 
 from fusionrt.config import AudioConfig, AudioFrontend
 from fusionrt.models import AudioEncoder, SpectralFrontend, dct_matrix, mel_filterbank
+from fusionrt.models.audio import polyphase_dft, polyphase_split
 
 SR = 16000
 
@@ -24,6 +25,23 @@ def _tone() -> np.ndarray:
     return signal.astype(np.float32)
 
 
+def _chirp() -> np.ndarray:
+    """A sweep from 50 Hz to 7.9 kHz: every band is loud in some frame and quiet in the others."""
+    t = np.arange(SR) / SR
+    return (0.5 * np.sin(2 * np.pi * (50 * t + 3925 * t * t))).astype(np.float32)
+
+
+def _speechlike() -> np.ndarray:
+    """A 120 Hz harmonic series with vibrato under a 4 Hz syllable envelope."""
+    t = np.arange(SR) / SR
+    voice = sum(np.sin(2 * np.pi * 120 * h * t * (1 + 0.1 * np.sin(2 * np.pi * 3 * t))) / h for h in range(1, 30))
+    return (0.1 * voice * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+
+
+def _silence() -> np.ndarray:
+    return np.zeros(SR, np.float32)
+
+
 def test_mel_filterbank_matches_reference():
     for n_fft, n_mels in [(512, 40), (400, 64), (1024, 80)]:
         expected = reference_mel_filterbank(SR, n_fft, n_mels)
@@ -38,11 +56,44 @@ def test_dct_matrix_is_orthonormal_dct_ii():
     np.testing.assert_allclose(basis, reference_dct_ortho(np.eye(40)), atol=1e-12)
 
 
-@pytest.mark.parametrize("signal", [_noise, _tone], ids=["noise", "tone"])
+SIGNALS = [_noise, _tone, _chirp, _speechlike, _silence]
+
+
+@pytest.mark.parametrize("signal", SIGNALS, ids=[f.__name__[1:] for f in SIGNALS])
 @pytest.mark.parametrize("frontend", list(AudioFrontend))
 def test_frontend_matches_numpy_reference(signal, frontend):
-    cfg = AudioConfig(frontend=frontend)
-    audio = signal()
+    _check_against_reference(AudioConfig(frontend=frontend), signal())
+
+
+@pytest.mark.parametrize(
+    ("n_fft", "hop", "split"),
+    [(512, 160, (16, 32)), (400, 160, (20, 20)), (512, 161, (512, 1)), (256, 256, (16, 16))],
+)
+def test_polyphase_front_end_holds_for_other_sizes(n_fft, hop, split):
+    """Other FFT sizes and hops, an odd hop (one stage of length n_fft) and frames that do not overlap."""
+    assert polyphase_split(n_fft, hop) == split
+    _check_against_reference(AudioConfig(n_fft=n_fft, stft_hop=hop), _chirp())
+
+
+def test_polyphase_dft_is_the_windowed_dft():
+    """Stage A then stage B, in float64, give every bin of np.fft.rfft of the windowed frame."""
+    n_fft, hop = 512, 160
+    stage_a, stage_b, bins = polyphase_dft(n_fft, hop, n_fft // 2 + 1)
+    n1, n2 = polyphase_split(n_fft, hop)
+    frame = np.random.default_rng(2).standard_normal(n_fft)
+    rows = frame.reshape(n1, n2).T  # [phase, row]
+    partial = np.einsum("pcki,pi->pck", stage_a.reshape(n2, 2, -1, n1), rows).reshape(2 * n2, -1)
+    spectrum = (stage_b @ partial).reshape(2, *bins.shape)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    expected = np.fft.rfft(frame * window)
+    keep = bins < n_fft // 2 + 1
+    np.testing.assert_allclose(spectrum[0][keep], expected.real[bins[keep]], atol=1e-9)
+    np.testing.assert_allclose(spectrum[1][keep], expected.imag[bins[keep]], atol=1e-9)
+    assert sorted(bins[keep]) == list(range(n_fft // 2 + 1))
+
+
+def _check_against_reference(cfg: AudioConfig, audio: np.ndarray) -> None:
+    frontend = cfg.frontend
     with torch.no_grad():
         got = SpectralFrontend(cfg)(torch.from_numpy(audio)[None])[0].numpy()
     n_mfcc = cfg.n_mfcc if frontend is AudioFrontend.MFCC else None
@@ -51,10 +102,14 @@ def test_frontend_matches_numpy_reference(signal, frontend):
     )
     assert got.shape == expected.shape == (n_mfcc or cfg.n_mels, 1 + len(audio) // cfg.stft_hop)
     error = np.abs(got - expected)
+    # In absolute terms: the direct DFT-as-Conv1d front-end this replaced was up to 1.3e-3 off the
+    # float64 reference on tones (in ONNX Runtime), this one 1.2e-3; both errors sit within 2 nats
+    # of the log floor, 90 dB under the tone. On noise and speech-like audio both stay under 1e-3.
+    assert error.max() <= 1.5e-3, error.max()
     dynamic_range = expected.max() - expected.min()
     # float32 DFT-by-convolution against a float64 FFT: 1e-3 of the feature range, and 1e-3
     # relative on every value further than 1 from zero (values near 0 are checked by the range).
-    assert error.max() <= 1e-3 * dynamic_range, (error.max(), dynamic_range)
+    assert error.max() <= 1e-3 * max(dynamic_range, 1.0), (error.max(), dynamic_range)
     big = np.abs(expected) > 1.0
     assert (error[big] / np.abs(expected[big])).max() <= 1e-3
 
@@ -64,7 +119,7 @@ def test_frontend_kernels_are_fixed_buffers():
     parameter_names = {name for name, _ in encoder.named_parameters()}
     assert not any(name.startswith("frontend.") for name in parameter_names)
     assert not any(name.startswith("frontend.") for name in encoder.state_dict())
-    assert {name for name, _ in encoder.frontend.named_buffers()} == {"dft_real", "dft_imag", "mel", "dct"}
+    assert {name for name, _ in encoder.frontend.named_buffers()} == {"stage_a", "stage_b", "mel", "dct"}
 
 
 @pytest.mark.parametrize("frontend", [AudioFrontend.LOGMEL, AudioFrontend.MFCC])

@@ -111,3 +111,41 @@ def test_thread_sweep_and_grid():
     assert thread_sweep(8) == [1, 2, 4, 8]
     # the thread sweep at the smallest batch, then the batch sweep at the most threads
     assert grid([1, 2], [1, 4, 16]) == [(1, 1), (2, 1), (2, 4), (2, 16)]
+
+
+# -- the load rule: the reading function is injected; the thing under test is the rule -----------------
+
+
+@pytest.mark.parametrize(("readings", "cores", "loaded"), [
+    ([0.3, 1.9, 2.5], 2, False),  # a 2-thread point on 2 cores accounts for ~2 itself; 2.5 is the limit
+    ([0.3, 2.6], 2, True),  # half a core more of other work than the free cores hold
+    ([4.9, 4.9], 2, True),  # the run that printed a 772x speed-up
+    ([4.9], 8, False),
+    ([], 2, False),
+])  # fmt: skip
+def test_load_rule(readings, cores, loaded):
+    from fusionrt.runtime.bench.stats import load_limit, overload
+
+    assert (overload(readings, cores) is not None) is loaded
+    assert load_limit(cores) == cores + 0.5
+
+
+def test_a_loaded_point_is_never_stable_and_flags_the_report(tmp_path):
+    import itertools
+
+    from runtime_models import write_bundle
+
+    from fusionrt.runtime.bench import BenchSettings, bench_bundle, format_table
+
+    bundle = write_bundle(tmp_path / "b")
+    quiet_then_busy = itertools.chain([0.2] * 5, itertools.repeat(4.9))  # the header, then the first point: 1 + 3 windows
+    settings = BenchSettings(window_ms=5, warmup_ms=1, max_windows=3, gemm_size=64)
+    report = bench_bundle(bundle, components=["image_encoder"], backends=["ort-cpu"], threads=[1], batches=[1, 4],
+                          settings=settings, progress=lambda line: None, read_load=lambda: next(quiet_then_busy),
+                          cores=2)  # fmt: skip
+    first, second = report["rows"]
+    assert first["loaded"] is None and first["load_1min"][0] == 0.2
+    assert second["loaded"].startswith("1-min load 4.90 > 2.5") and second["stable"] is False
+    assert report["load_average"]["flag"].startswith("1 of 2 point(s) ran at a 1-minute load average above 2.5")
+    assert "load average" in report["settings"]["load_rule"]
+    assert "NO (load)" in format_table(report)

@@ -144,27 +144,42 @@ def test_summary_table_has_a_row_per_stage_and_the_failures():
 
 
 def test_prometheus_text_is_well_formed():
-    text = filled_metrics().prometheus_text()
-    sample = re.compile(r'^[a-z0-9_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? (-?[0-9.e+-]+|NaN)$')
-    typed = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE"):
-            typed.add(line.split()[2])
-        elif not line.startswith("# HELP"):
-            assert sample.match(line), line
-            base = re.sub(r"_(sum|count)$", "", line.split("{")[0].split(" ")[0])
-            assert base in typed, line
-    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if not line.startswith("#")}
-    assert values["fusionrt_results_total"] == 5
-    assert values['fusionrt_drops_total{stage="image",reason="superseded"}'] == 3
-    assert values['fusionrt_source_up{source="audio"}'] == 0
-    assert values['fusionrt_source_up{source="image"}'] == 1
-    assert values['fusionrt_e2e_latency_seconds{quantile="0.5"}'] == pytest.approx(0.012, rel=0.006)
-    assert values["fusionrt_e2e_latency_seconds_count"] == 5
-    assert values['fusionrt_repairs_total{stage="audio",kind="nonfinite"}'] == 2
-    assert values['fusionrt_source_events_total{source="image",event="reconnects"}'] == 1
-    assert values["fusionrt_trigger_handovers_total"] == 1
-    assert not math.isnan(values['fusionrt_stage_latency_seconds{stage="image",quantile="0.999"}'])
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fusionrt.runtime.prometheus import HISTOGRAM_BUCKETS_S, prometheus_text
+
+    text = prometheus_text(filled_metrics())
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # the client's own parser accepts it
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert families["fusionrt_e2e_seconds"].type == "histogram"
+    assert values[("fusionrt_results_total", ())] == 5
+    assert values[("fusionrt_drops_total", (("reason", "superseded"), ("where", "image")))] == 3
+    assert values[("fusionrt_source_up", (("source", "audio"),))] == 0
+    assert values[("fusionrt_source_up", (("source", "image"),))] == 1
+    assert values[("fusionrt_e2e_seconds_count", ())] == 5
+    assert values[("fusionrt_e2e_seconds_bucket", (("le", "+Inf"),))] == 5
+    assert values[("fusionrt_repairs_total", (("kind", "nonfinite"), ("where", "audio")))] == 2
+    assert values[("fusionrt_source_events_total", (("event", "reconnects"), ("source", "image")))] == 1
+    assert values[("fusionrt_trigger_handovers_total", ())] == 1
+    assert HISTOGRAM_BUCKETS_S[0] == 0.0005 and HISTOGRAM_BUCKETS_S[-1] == 1.0
+
+
+def test_prometheus_buckets_are_exact_and_stage_and_step_never_share_a_metric():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fusionrt.runtime.prometheus import prometheus_text
+
+    m = Metrics()
+    for ms in (0.4, 0.5, 0.6, 12.0, 2000.0):
+        m.stage("audio", ms)
+    m.stage("audio.encode", 3.0)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(prometheus_text(m)) for s in f.samples}
+    bucket = lambda le: samples[("fusionrt_stage_seconds_bucket", (("le", le), ("stage", "audio")))]  # noqa: E731
+    assert (bucket("0.0005"), bucket("0.001"), bucket("0.02"), bucket("1"), bucket("+Inf")) == (2, 3, 4, 4, 5)
+    assert samples[("fusionrt_step_seconds_count", (("stage", "audio"), ("step", "encode")))] == 1
+    stages = {dict(k[1]).get("stage") for k in samples if k[0] == "fusionrt_stage_seconds_count"}
+    assert stages == {"audio"}  # "audio.encode" is a step, never a stage: sums over stages do not double-count
 
 
 def test_unknown_drop_reason_is_a_programming_error():

@@ -6,7 +6,10 @@ from __future__ import annotations
 import _thread
 import io
 import json
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 from runtime_models import LABELS, ListSource, audio_items, camera_items, write_bundle
 
+from fusionrt.errors import ConfigError
 from fusionrt.runtime.budget import Budget, OverrunPolicy, StageBudget
 from fusionrt.runtime.pipeline import Pipeline
 from fusionrt.runtime.sinks import ConsoleSink, JsonlSink, PrometheusSink, TraceSink, VideoSink
@@ -44,8 +48,12 @@ def test_jsonl_has_one_parsable_line_per_result_with_ground_truth(bundle_dir, tm
     superseded = summary.metrics["drops"].get("image", {}).get("superseded", 0)
     assert len(records) == summary.results == 20 - superseded  # a busy machine may supersede a frame
     first = records[0]
-    assert set(first) >= {"t_capture_ns", "top_k", "presence", "stage_ms", "e2e_ms", "label", "deadline_missed"}
-    assert first["label"] == LABELS[0] and all(r["label"] in LABELS for r in records)
+    assert set(first) >= {"t_capture_ns", "t_wall_ns", "top_k", "presence", "stage_ms", "e2e_ms", "ground_truth",
+                          "deadline_missed"}
+    assert "label" not in first  # the sources' answer is `ground_truth`, never read as the prediction
+    assert first["ground_truth"] == LABELS[0] and all(r["ground_truth"] in LABELS for r in records)
+    assert list(first)[:3] == ["seq", "t_capture_ns", "t_wall_ns"]
+    assert abs(first["t_wall_ns"] - time.time_ns()) < 60e9  # capture time on the wall clock, Unix ns
     assert [k["label"] for k in first["top_k"]][:1] and sum(k["score"] for k in first["top_k"]) == pytest.approx(1.0)
     assert set(first["presence"]) == {"text", "image", "audio"}
     assert first["stage_ms"]["image"] > 0 and first["e2e_ms"] >= first["stage_ms"]["fusion"]
@@ -55,7 +63,16 @@ def test_jsonl_has_one_parsable_line_per_result_with_ground_truth(bundle_dir, tm
 def test_deterministic_jsonl_can_keep_timings_when_asked(bundle_dir, tmp_path):
     path = tmp_path / "timed.jsonl"
     Pipeline.from_bundle(bundle_dir, sources(), sinks=[JsonlSink(path, timings=True)]).run()
-    assert "e2e_ms" in json.loads(path.read_text().splitlines()[0])
+    assert {"e2e_ms", "t_wall_ns"} <= set(json.loads(path.read_text().splitlines()[0]))
+
+
+def test_deterministic_jsonl_has_no_wall_clock_and_is_byte_identical(bundle_dir, tmp_path):
+    paths = [tmp_path / f"det{k}.jsonl" for k in range(2)]
+    for path in paths:
+        Pipeline.from_bundle(bundle_dir, sources(), sinks=[JsonlSink(path)]).run()
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    first = json.loads(paths[0].read_text().splitlines()[0])
+    assert "t_wall_ns" not in first and "e2e_ms" not in first and first["ground_truth"] == LABELS[0]
 
 
 def load_trace(path) -> list[dict]:
@@ -134,15 +151,26 @@ def test_prometheus_endpoint_serves_text_on_a_real_socket(bundle_dir):
             with urllib.request.urlopen(sink.url, timeout=5) as response:
                 fetched["type"] = response.headers["Content-Type"]
                 fetched["body"] = response.read().decode()
-            with pytest.raises(urllib.error.HTTPError, match="404"):
-                urllib.request.urlopen(sink.url.replace("/metrics", "/other"), timeout=5)
 
     Pipeline.from_bundle(bundle_dir, sources(), sinks=[sink]).run(on_result=scrape)
     assert sink.port > 0 and fetched["type"].startswith("text/plain; version=0.0.4")
-    assert "fusionrt_results_total 6" in fetched["body"]  # result 5 is counted before its sinks run
-    assert 'fusionrt_stage_latency_seconds_count{stage="image.encode"}' in fetched["body"]
+    assert "fusionrt_results_total 6.0" in fetched["body"]  # result 5 is counted before its sinks run
+    assert 'fusionrt_step_seconds_count{stage="image",step="encode"}' in fetched["body"]
+    assert 'fusionrt_stage_seconds_bucket{le="0.0333",stage="image"}' in fetched["body"]
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(sink.url, timeout=2)  # closed with the run
+
+
+def test_prometheus_sink_says_how_to_install_the_client(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'fusionrt\[metrics\]'"):
+        PrometheusSink(port=0)
+
+
+def test_prometheus_client_is_imported_only_for_a_metrics_endpoint():
+    code = ("import sys, fusionrt.runtime, fusionrt.runtime.sinks, fusionrt.realtime_cli; "
+            "print('prometheus_client' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 class FakeTty(io.StringIO):

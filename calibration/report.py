@@ -1,0 +1,80 @@
+"""What `quantize_bundle` decides and prints from its measurements: the choice rule per component,
+the test-split report of the chosen variants, and the table.
+
+The choice: among the candidates inside the accuracy budget (judged on the validation split), those
+interleaved timing shows faster than FP32 beyond noise (`faster_beyond_noise`: median at least
+`min_speedup` x faster and p75 below FP32's p25); the fastest of them by median, else FP32. The test
+split is measured once, for the chosen variants, and only reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from fusionrt.bundle import FALLBACK
+
+
+def choose(rows: list[dict], min_speedup: float) -> dict:
+    """The chosen variant of one component, and why (`rows`: candidate rows with timing and verdict)."""
+    inside = [r for r in rows if r.get("within_budget")]
+    fitting = [r for r in inside if r.get("faster_beyond_noise")]
+    if fitting:
+        best = min(fitting, key=lambda r: r["median_ms"])
+        return {"chosen": best["variant"],
+                "reason": f"{best['candidate']} is the fastest inside the budget ({best['speedup']}x fp32, "
+                          f"p75 {best['p75_ms']:.3f} ms below fp32's p25)"}
+    reason = ("no candidate meets the budget; fp32 kept" if not inside
+              else f"no candidate inside the budget is faster than fp32 beyond noise (median >= {min_speedup}x "
+                   "and p75 below fp32's p25); fp32 kept")
+    return {"chosen": FALLBACK, "budget_missed": not inside, "reason": reason}
+
+
+def split_report(test, bundle, chosen_files: Mapping[str, Path], progress) -> dict | None:
+    """The whole model on the test split, FP32 and with every chosen variant in place: reported
+    once, never used to choose. None without a labelled test split."""
+    from fusionrt.calibration.evaluate import BundleRunner
+
+    if test is None or bundle.task != "classification":
+        return None
+    runner = BundleRunner(bundle, test)
+    fp32 = runner.metrics(runner.logits())["accuracy"]
+    chosen = runner.metrics(runner.logits(chosen_files))["accuracy"] if chosen_files else fp32
+    result = {"data": test.summary(), "fp32_accuracy": fp32, "chosen_accuracy": chosen,
+              "components": {n: p.name for n, p in chosen_files.items()},
+              "accuracy_delta_pts": round((fp32 - chosen) * 100.0, 4)}
+    progress(f"test split (reported only, not used to choose), {test.source}: fp32 accuracy {fp32:.4f}, "
+             f"with the chosen variants {chosen:.4f} ({result['accuracy_delta_pts']:+.2f} pts lost)")
+    return result
+
+
+def format_table(report: dict) -> str:
+    """component x variant x cosine x accuracy delta x ms x speed-up, as printed by `fusionrt quantize`."""
+    header = (f"{'component':<15} {'variant':<16} {'cosine':>9} {'acc Δ pts':>9} {'median ms':>10} {'p99 ms':>8} "
+              f"{'speed-up':>8}  note")
+    lines = [header, "-" * len(header)]
+    for name, entry in report["components"].items():
+        fp32 = entry.get("fp32")
+        if fp32:
+            lines.append(f"{name:<15} {'fp32':<16} {1.0:>9.5f} {0.0:>9.2f} {fp32['median_ms']:>10.3f} "
+                         f"{fp32['p99_ms']:>8.3f} {1.0:>8.2f}")
+        for row in entry["candidates"]:
+            if "median_ms" not in row:
+                lines.append(f"{name:<15} {row['candidate']:<16} {'':>9} {'':>9} {'':>10} {'':>8} {'':>8}  "
+                             f"{row.get('skipped') or row.get('error', '')}")
+                continue
+            delta = row.get("accuracy_delta_pts")
+            mark = "*" if row["variant"] == entry["chosen"] and row.get("within_budget") else ""
+            lines.append(
+                f"{name:<15} {row['candidate'] + mark:<16} {row['cosine']:>9.5f} "
+                f"{'' if delta is None else f'{delta:.2f}':>9} {row['median_ms']:>10.3f} {row['p99_ms']:>8.3f} "
+                f"{row['speedup']:>8.2f}  {_note(row)}"
+            )
+        lines.append(f"{'':<15} -> {entry['chosen']}: {entry.get('reason') or entry.get('note', '')}")
+    return "\n".join(lines)
+
+
+def _note(row: dict) -> str:
+    if not row["within_budget"]:
+        return "outside budget"
+    return "inside budget" if row.get("faster_beyond_noise") else "inside budget; not faster beyond noise"
