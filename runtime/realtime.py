@@ -20,6 +20,7 @@ from fusionrt.runtime.pipeline import Pipeline, Summary
 from fusionrt.runtime.results import Result
 from fusionrt.runtime.sinks import ConsoleSink, JsonlSink, PrometheusSink, Sink, TraceSink, VideoSink
 from fusionrt.runtime.sources import Source, SourceOptions, open_source
+from fusionrt.runtime.tegrastats import TegrastatsReader
 from fusionrt.runtime.trigger import Trigger
 from fusionrt.values import output_path, port
 
@@ -63,6 +64,7 @@ class NoResultsError(SourceError):
 class RealtimeReport:
     summary: Summary
     truth: GroundTruth
+    power: dict = dataclasses.field(default_factory=dict)  # tegrastats summary on a Jetson, else {}
 
     @property
     def accuracy(self) -> float | None:
@@ -70,7 +72,14 @@ class RealtimeReport:
         return self.truth.accuracy
 
     def __str__(self) -> str:
-        return "\n".join(filter(None, [self.summary.table, self.truth.line()]))
+        return "\n".join(filter(None, [self.summary.table, self.truth.line(), self._power_line()]))
+
+    def _power_line(self) -> str | None:
+        if not self.power.get("input_power_mean_mw"):
+            return None
+        temps = ", ".join(f"{name} {c:g} C" for name, c in sorted(self.power.get("temps_max_c", {}).items()))
+        return (f"power (tegrastats, {self.power['samples']} samples): input mean {self.power['input_power_mean_mw']:g} "
+                f"mW, max {self.power['input_power_max_mw']} mW; max temperatures: {temps or '-'}")
 
 
 @dataclass(frozen=True)
@@ -136,12 +145,14 @@ def run_realtime(
             source.close()
         raise
     truth = GroundTruth(bundle.labels)
-    report = RealtimeReport(pipeline.run(duration_s=duration_s, on_result=truth), truth)
+    with TegrastatsReader() as power:  # a Jetson's power and temperatures; nothing elsewhere
+        report = RealtimeReport(pipeline.run(duration_s=duration_s, on_result=truth), truth, power.summary())
     if outputs.echo:
         print(report)
     if outputs.summary_json:
         summary = report.summary
         extra = {"accuracy": truth.accuracy} if truth.seen else {}
+        extra.update({"power": report.power} if report.power else {})
         Path(outputs.summary_json).write_text(
             json.dumps({**summary.metrics, **extra, "stopped_by": summary.stopped_by}, indent=2)
         )

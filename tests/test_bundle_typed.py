@@ -216,3 +216,18 @@ def test_edit_keeps_the_bundle_directory_permissions(tmp_path):
     with edit(root) as change:
         change.write_json("reports/eval.json", {})
     assert oct(os.stat(root).st_mode & 0o777) == oct(0o755)
+
+
+def test_a_precision_name_finds_each_components_variant_of_that_precision(tmp_path):
+    bundle = load(audio_text_bundle(tmp_path / "b"))
+    with edit(bundle) as change:
+        change.copy_in(bundle.root / "text_encoder.int8.onnx", "text_encoder.int8-minmax.onnx")
+        variants = change.manifest["components"]["text_encoder"]["variants"]
+        variants["int8-minmax"] = {**variants.pop("int8"), "file": "text_encoder.int8-minmax.onnx"}
+        change.manifest["components"]["text_encoder"]["default_variant"] = "int8-minmax"
+        change.remove("text_encoder.int8.onnx")
+    bundle = load(bundle.root)
+    assert resolve_variants(bundle, "int8") == {"image_encoder": "fp32", "audio_encoder": "fp32",
+                                               "text_encoder": "int8-minmax", "fusion": "fp32"}
+    assert resolve_variants(bundle, {"text": "int8"})["text_encoder"] == "int8-minmax"
+    assert resolve_variants(bundle, "fp16")["image_encoder"] == "fp16"

@@ -34,11 +34,11 @@ from fusionrt.bundle.specs import (
     TensorSpec,
     TextInput,
 )
-from fusionrt.bundle.variants import DEFAULT, FALLBACK, resolve_variants
+from fusionrt.bundle.variants import DEFAULT, FALLBACK, resolve_variants, variant_named
 
 __all__ = [
     "DEFAULT", "EMBEDDING", "FALLBACK", "FORMAT", "FORMAT_VERSION", "LOGITS", "MANIFEST", "MAX_RATE_HZ", "PRECISIONS",
     "PREPROCESSING_KEYS", "PRESENCE", "READABLE_VERSIONS", "TASKS", "AudioInput", "Bundle", "BundleEdit", "Component",
     "EnginePlan", "FusionInput", "ImageInput", "InputSpec", "Reference", "TensorSpec", "TextInput", "Variant",
-    "describe", "edit", "hash_tree", "load", "parse", "resolve_variants", "sha256_of", "swap_in", "write_manifest",
+    "describe", "edit", "hash_tree", "load", "parse", "resolve_variants", "sha256_of", "swap_in", "variant_named", "write_manifest",
 ]

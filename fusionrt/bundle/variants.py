@@ -5,19 +5,34 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fusionrt.bundle.format import Bundle
+from fusionrt.bundle.format import PRECISIONS, Bundle, Component
 from fusionrt.errors import BundleError, ConfigError
 
 DEFAULT = "default"  # each component's manifest default_variant (what `fusionrt quantize` chose)
 FALLBACK = "fp32"  # what a component lacking a requested variant runs: the exported reference precision
 
 
+def variant_named(component: Component, request: str) -> str | None:
+    """The variant of `component` a name asks for: that variant, or, for a precision name ("int8", "fp16")
+    no variant is called, the component's variant of that precision (its default when the default has
+    it, else the first listed) — so "int8" finds "int8-minmax" or "int8-dynamic". None: it has none."""
+    if request in component.variants:
+        return request
+    if request not in PRECISIONS:
+        return None
+    if component.variant().precision == request:
+        return component.default_variant
+    return next((name for name, v in component.variants.items() if v.precision == request), None)
+
+
 def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = None) -> dict[str, str]:
     """Component name -> the variant it runs.
 
     - None or "default": every component's default variant.
-    - a name ("int8"): that variant where a component has it, else fp32 (so "int8" means INT8 where it
-      exists and the reference precision elsewhere); BundleError when no component has it.
+    - a name: that variant where a component has it, else fp32; a precision name ("int8", "fp16") that
+      no variant is called picks each component's variant of that precision (`variant_named`), else
+      fp32 — so "int8" means INT8 where it exists and the reference precision elsewhere. BundleError
+      when no component has it.
     - {component or modality: name}: those components exactly (BundleError when one lacks it), the
       others their default.
     """
@@ -25,10 +40,11 @@ def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = N
     if request is None or request == DEFAULT:
         return chosen
     if isinstance(request, str):
-        if not any(request in c.variants for c in bundle.components.values()):
-            known = sorted({v for c in bundle.components.values() for v in c.variants} | {DEFAULT})
+        picks = {name: variant_named(c, request) for name, c in bundle.components.items()}
+        if not any(picks.values()):
+            known = sorted({v for c in bundle.components.values() for v in c.variants} | {DEFAULT, *PRECISIONS})
             raise BundleError(f"no component of bundle {bundle.root} has a variant {request!r}; it has {known}")
-        return {name: request if request in c.variants else FALLBACK for name, c in bundle.components.items()}
+        return {name: pick or FALLBACK for name, pick in picks.items()}
     if not isinstance(request, Mapping):
         raise ConfigError(f"variant must be a name or a {{component or modality: name}} mapping, found {request!r:.60}")
     for key, name in request.items():
@@ -39,5 +55,8 @@ def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = N
         else:
             raise ConfigError(f"variant given for {key!r}, which is neither a component "
                               f"{sorted(bundle.components)} nor a modality {list(bundle.modalities)} of the bundle")
-        chosen[component.name] = component.default_variant if name == DEFAULT else component.variant(name).name
+        if name == DEFAULT:
+            chosen[component.name] = component.default_variant
+        else:
+            chosen[component.name] = variant_named(component, name) or component.variant(name).name
     return chosen

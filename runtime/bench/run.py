@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from fusionrt.bundle import Bundle, load
+from fusionrt.bundle import PRECISIONS, Bundle, load, variant_named
 from fusionrt.errors import ConfigError
 from fusionrt.progress import eta_text
 from fusionrt.runtime.backend import REFERENCE, Backend
@@ -36,6 +36,7 @@ from fusionrt.runtime.bench.machine import fingerprint
 from fusionrt.runtime.bench.peak import measure_peak
 from fusionrt.runtime.bench.stats import LOAD_SLACK, STABLE_WINDOWS, TOLERANCE, load_limit
 from fusionrt.runtime.bench.timing import BenchSettings, LoadWatch, MacCounter, measure_group
+from fusionrt.runtime.tegrastats import TegrastatsReader
 
 DEFAULT_BATCHES = (1, 4, 16)
 MIN_ITEMS = 16  # distinct input items cycled through at batch 1
@@ -104,11 +105,13 @@ def bench_bundle(
 
     macs = MacCounter(bundle, inputs, counting=report["peak"].get("skipped") is None)
     rows = []
-    for (target, backend, variant, t), points in itertools.groupby(plan, key=lambda p: p[:4]):
-        group = [b for *_, b in points]
-        rows += measure_group(bundle, inputs, target, backend, variant, t, group, settings, macs, report["peak"],
-                              point_line, watch)
+    with TegrastatsReader() as power:  # a Jetson's power and temperatures while measuring; nothing elsewhere
+        for (target, backend, variant, t), points in itertools.groupby(plan, key=lambda p: p[:4]):
+            group = [b for *_, b in points]
+            rows += measure_group(bundle, inputs, target, backend, variant, t, group, settings, macs,
+                                  report["peak"], point_line, watch)
     report["rows"] = rows
+    report["power"] = power.summary() or None
     main = (max(threads), min(batches))
     report["ratios"] = speedups(rows, min(batches))
     report["load_average"]["end"] = watch.read()
@@ -170,6 +173,7 @@ def _variants(bundle: Bundle, names: Sequence[str] | None) -> set[str] | None:
         return None
     known = {v for c in bundle.components.values() for v in c.variants}
     known |= {p for c in bundle.components.values() for p in c.engines}
+    known |= {p for p in PRECISIONS if any(variant_named(c, p) for c in bundle.components.values())}
     unknown = [v for v in names if v not in known]
     if unknown:
         raise ConfigError(
@@ -189,12 +193,26 @@ def _plan(bundle, targets, backends, wanted, points) -> list[tuple[str, Backend,
             else:
                 names = variants_on(bundle.components[target], backend)
             if backend is not Backend.TORCH and wanted is not None:
-                names = [v for v in names if v in wanted]
+                names = _wanted(bundle, target, backend, names, wanted)
             for variant in names:
                 for t, b in points:
                     if backend in CPU_BACKENDS or t == most_threads:
                         plan.append((target, backend, variant, t, b))
     return plan
+
+
+def _wanted(bundle: Bundle, target: str, backend: Backend, names: list[str], wanted: set[str]) -> list[str]:
+    """The asked-for variants among `names`; a precision name ("int8") asks for the variant of that
+    precision (`variant_named`: "int8-minmax", "int8-dynamic"...), as --variant does everywhere."""
+    if backend is Backend.TENSORRT:
+        return [v for v in names if v in wanted]
+    if target != MODEL:
+        component = bundle.components[target]
+        picked = {variant_named(component, w) for w in wanted}
+        return [v for v in names if v in wanted or v in picked]
+    extra = [w for w in sorted(wanted) if w in PRECISIONS and w not in names
+             and any(variant_named(c, w) for c in bundle.components.values())]
+    return [v for v in names if v in wanted] + extra
 
 
 def _peak(threads: list[int], size: int, say) -> dict:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fusionrt.bundle import EMBEDDING, Bundle, Component
+from fusionrt.bundle import EMBEDDING, Bundle, Component, resolve_variants
 from fusionrt.errors import BundleError, ConfigError, FusionRTError
 from fusionrt.runtime.backend import Backend
 from fusionrt.runtime.bench.backends import COPY_NOT_SEPARATED, CPU_BACKENDS, MODEL, Step, model_variants, open_step
@@ -69,7 +69,10 @@ class OpenTarget:
 def open_target(bundle: Bundle, inputs: BenchInputs, target: str, backend: Backend, variant: str,
                 threads: int) -> OpenTarget:
     """`target` (a component or MODEL) opened on `backend`; close() it when its rows are measured."""
-    mapping = {target: variant} if target != MODEL else model_variants(bundle, backend)[variant]
+    if target != MODEL:
+        mapping = {target: variant}
+    else:
+        mapping = model_variants(bundle, backend).get(variant) or resolve_variants(bundle, variant)
     for name in mapping:
         if name in inputs.errors:
             raise BundleError(inputs.errors[name])
