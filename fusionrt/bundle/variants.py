@@ -42,7 +42,7 @@ def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = N
     if isinstance(request, str):
         picks = {name: variant_named(c, request) for name, c in bundle.components.items()}
         if not any(picks.values()):
-            known = sorted({v for c in bundle.components.values() for v in c.variants} | {DEFAULT, *PRECISIONS})
+            known = sorted({v for c in bundle.components.values() for v in c.variants} | {DEFAULT})
             raise BundleError(f"no component of bundle {bundle.root} has a variant {request!r}; it has {known}")
         return {name: pick or FALLBACK for name, pick in picks.items()}
     if not isinstance(request, Mapping):
