@@ -12,6 +12,8 @@ across reconnections. File sources never reconnect (they are not wrapped).
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 from collections.abc import Callable, Iterator
 
@@ -67,7 +69,7 @@ class Reconnecting:
             try:
                 for frame in self._source.frames():
                     t_ns = frame.t_ns if last_t is None else max(frame.t_ns, last_t)
-                    yield Frame(frame.modality, t_ns, seq, frame.data, frame.label)
+                    yield dataclasses.replace(frame, t_ns=t_ns, seq=seq)  # keeps pixel_format
                     seq, last_t = seq + 1, t_ns
                     self.stats["frames"] += 1
                     self._merge_stats()

@@ -14,6 +14,7 @@ import pytest
 from runtime_models import ListSource, audio_items, write_bundle
 
 from fusionrt.errors import SourceError
+from fusionrt.frame import Frame, Modality
 from fusionrt.runtime.pipeline import Pipeline
 from fusionrt.runtime.sources import SourceOptions, open_source
 from fusionrt.runtime.sources.reconnect import RECONNECT_MAX_BACKOFF_S, Reconnecting, backoff_s
@@ -152,3 +153,19 @@ def test_a_pipeline_rides_out_a_camera_stream_restart_and_reports_it(server, tmp
     assert results[-1].t_capture_ns - results[0].t_capture_ns > 1.7e9
     assert any("reconnected after" in n for n in summary.metrics["notes"])
     assert "reconnects 1" in summary.table
+
+
+def test_reconnection_keeps_a_raw_frames_pixel_format():
+    class RawYuyv:  # a live camera handing raw YUYV frames (realtime-infer --camera-raw)
+        modality, uri, rate_hz = Modality.IMAGE, "v4l2:///dev/video9", 30.0
+
+        def frames(self):
+            yield Frame(Modality.IMAGE, 5, 0, np.zeros((4, 8, 2), np.uint8), pixel_format="yuyv")
+
+        def close(self):
+            pass
+
+    source = Reconnecting(RawYuyv, SourceOptions(reconnect_attempts=0))
+    frame = next(iter(source.frames()))
+    source.close()
+    assert frame.pixel_format == "yuyv" and frame.data.shape == (4, 8, 2)
