@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench study
+.PHONY: demo test bench bench-seed study triton-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fusionrt demo
 
-test: $(STAMP)
+# The Triton tests' server (tritonserver from nvidia-pytriton, numpy<2) lives in its own venv; when it cannot be
+# installed, .venv-triton/.failed says why and those tests skip with that reason.
+triton-venv:
+	PYTHON=$(PYTHON) bash tools/triton_ci/make_venv.sh .venv-triton
+
+test: $(STAMP) triton-venv
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -25,6 +30,17 @@ bench: $(STAMP)
 	if [ -d bundles/demo ]; then $(BIN)/fusionrt bench bundles/demo --json benchmarks/results/bench_demo.json \
 	  --csv benchmarks/results/bench_demo.csv --markdown benchmarks/results/bench_demo.md \
 	  --png benchmarks/results/bench_demo.png; fi
+
+# The seed system at real size (configs/seed.yaml: BERT-base + ResNet-50 + MFCC): trained briefly, exported,
+# quantized (auto) and evaluated through the normal commands when runs/seed or bundles/seed is missing, then
+# components, INT8 accuracy, streaming under a 100 ms budget and memory into benchmarks/results/seed.{md,json}.
+bench-seed: $(STAMP)
+	test -f runs/seed/model.safetensors || $(BIN)/fusionrt train --config configs/seed.yaml --out runs/seed
+	test -f bundles/seed/manifest.json || { $(BIN)/fusionrt export --config runs/seed/config.yaml \
+	  --checkpoint runs/seed/model.safetensors --out bundles/seed && \
+	  $(BIN)/fusionrt quantize bundles/seed --calib builtin --mode auto --count 64 && \
+	  $(BIN)/fusionrt eval bundles/seed --variants fp32,int8,default --count 200; }
+	$(BIN)/python benchmarks/seed.py --bundle bundles/seed
 
 # The effectiveness study (demo config, 3 seeds): tables, charts and JSON into benchmarks/results/study.*;
 # trained runs and bundles into runs/study/.

@@ -47,10 +47,11 @@ def open_test_sources(fps: float, sample_rate: int) -> dict:
     }
 
 
-def run_pipeline(bundle, fps: float, seconds: float, *, rss_after_s: float | None = None) -> dict:
+def run_pipeline(bundle, fps: float, seconds: float, *, rss_after_s: float | None = None,
+                 budget: Budget = Budget(deadline_ms=33.0), variant=None, threads=1) -> dict:
     rate = bundle.encoder("audio").preprocessing["sample_rate"]
-    pipeline = Pipeline.from_bundle(bundle, open_test_sources(fps, rate), budget=Budget(deadline_ms=33.0),
-                                    audio_hop_s=0.1, threads=1)
+    pipeline = Pipeline.from_bundle(bundle, open_test_sources(fps, rate), budget=budget, variant=variant,
+                                    audio_hop_s=0.1, threads=threads)
     samples = {}
 
     def sample_rss():
@@ -74,6 +75,13 @@ def run_pipeline(bundle, fps: float, seconds: float, *, rss_after_s: float | Non
         "overhead_p50_ms": m["overhead_ms"].get("p50"),
         "overhead_p99_ms": m["overhead_ms"].get("p99"),
         "drops_by_reason": m["drops_by_reason"],
+        "drops": m["drops"],
+        "staleness_ms": {k: {q: h.get(q) for q in ("p50", "p99", "max")} for k, h in m["staleness_ms"].items()},
+        "stages_ms": {k: {q: h.get(q) for q in ("p50", "p99")} for k, h in m["stages_ms"].items()},
+        "stage_rates_per_s": m["stage_rates_per_s"],
+        "actions": m["actions"],
+        "action_times_s": m["action_times_s"],
+        "variants": m["variants"],
     }
     if "start" in samples:
         row["rss_start_mb"] = samples["start"]
@@ -82,9 +90,11 @@ def run_pipeline(bundle, fps: float, seconds: float, *, rss_after_s: float | Non
     return row
 
 
-def run_naive(bundle, fps: float, seconds: float) -> dict:
-    """For each camera frame: take all audio so far and the latest text, run every encoder, fuse."""
-    engines = {name: OrtEngine(c.variant().path, threads=1) for name, c in bundle.components.items()}
+def run_naive(bundle, fps: float, seconds: float, *, newest: bool = False, threads: int = 1,
+              deadline_ms: float | None = None) -> dict:
+    """For each camera frame (every queued one, or with `newest` only the newest, the older ones dropped):
+    take all audio so far and the latest text, run every encoder, fuse."""
+    engines = {name: OrtEngine(c.variant().path, threads=threads) for name, c in bundle.components.items()}
     image_pre = bundle.encoder("image").preprocessing
     window = bundle.encoder("audio").preprocessing["window_samples"]
     rate = bundle.encoder("audio").preprocessing["sample_rate"]
@@ -111,6 +121,8 @@ def run_naive(bundle, fps: float, seconds: float) -> dict:
             frame = inbox["image"].get(timeout=0.1)
         except queue.Empty:
             continue
+        while newest and not inbox["image"].empty():
+            frame = inbox["image"].get_nowait()
         while not inbox["audio"].empty():
             pcm = np.concatenate([pcm, inbox["audio"].get_nowait().data])[-window:]
         while not inbox["text"].empty():
@@ -129,7 +141,7 @@ def run_naive(bundle, fps: float, seconds: float) -> dict:
     for source in sources.values():
         source.close()
     lat = np.array(latencies)
-    return {
+    row = {
         "camera_fps": fps,
         "seconds": seconds,
         "results": results,
@@ -138,6 +150,9 @@ def run_naive(bundle, fps: float, seconds: float) -> dict:
         "e2e_p99_ms": float(np.percentile(lat, 99)),
         "e2e_max_ms": float(lat.max()),
     }
+    if deadline_ms is not None:
+        row["miss_rate"] = float(np.mean(lat > deadline_ms))
+    return row
 
 
 def main() -> None:

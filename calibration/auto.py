@@ -4,9 +4,10 @@ Per component and candidate: cosine to the FP32 outputs, the whole model's task 
 labelled validation split with only that component swapped in, and latency quartiles in ONNX
 Runtime (batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the
 budget goes through sensitivity repair; an INT8 file in which no operator runs in INT8 is no INT8
-variant and is dropped. The fastest candidate inside the budget and faster than FP32 beyond noise
-(fusionrt.calibration.report.choose) becomes the component's default variant. The test split is
-measured once, for the chosen variants, and only reported. In auto mode only the chosen variant's
+variant and is dropped. An audio encoder's spectral front-end stays float in every INT8 candidate
+(fusionrt.calibration.frontend, found from the graph). The fastest
+candidate inside the budget and faster than FP32 beyond noise (fusionrt.calibration.report.choose)
+becomes the component's default variant. The test split is measured once, for the chosen variants, and only reported. In auto mode only the chosen variant's
 file is added to the bundle; an explicit mode adds its variant whatever the verdict, and fails
 (after storing what it made) when a component's variant could not be made or none was made at all.
 
@@ -28,6 +29,7 @@ import numpy as np
 from fusionrt.bundle import FALLBACK, Bundle, Component, edit
 from fusionrt.calibration.dataset import CalibrationSet, as_bundle
 from fusionrt.calibration.evaluate import BundleRunner
+from fusionrt.calibration.frontend import spectral_frontend
 from fusionrt.calibration.graphs import int8_nodes, load_onnx
 from fusionrt.calibration.measure import agreement, faster_beyond_noise, measure_latency, run_batches
 from fusionrt.calibration.quantize import (
@@ -40,7 +42,7 @@ from fusionrt.calibration.quantize import (
     quantize_onnx,
 )
 from fusionrt.calibration.reader import FeedsReader
-from fusionrt.calibration.report import choose, format_table, split_report
+from fusionrt.calibration.report import choose, choose_by_precision, format_table, split_report
 from fusionrt.calibration.sensitivity import Verdict, repair
 from fusionrt.calibration.target import AUTO, cpu_target, resolve_target, scheme_for
 from fusionrt.errors import CalibrationError, EngineError
@@ -79,12 +81,12 @@ class Made:
 
 
 def candidates(mode: QuantMode, calibrator: Calibrator = Calibrator.MINMAX, target: str = AUTO) -> list[QuantConfig]:
-    """The variants a mode tries for every component, in the scheme `target` needs (TensorRT: no
-    dynamic INT8, which is a CPU-only choice)."""
-    mode = QuantMode(mode)
+    """The variants a mode tries for every component, in the scheme `target` needs (TensorRT: static
+    QDQ INT8 and FP16, dynamic INT8 being a CPU-only choice; CUDA: FP16 only)."""
+    mode, scheme = QuantMode(mode), scheme_for(target)
     if mode is QuantMode.AUTO:
-        static = [QuantConfig.for_target(QuantMode.INT8_STATIC, target, c) for c in Calibrator]
-        dynamic = [] if scheme_for(target).static_only else [QuantConfig.for_target(QuantMode.INT8_DYNAMIC, target)]
+        static = [QuantConfig.for_target(QuantMode.INT8_STATIC, target, c) for c in Calibrator] if scheme.int8 else []
+        dynamic = [] if scheme.static_only else [QuantConfig.for_target(QuantMode.INT8_DYNAMIC, target)]
         return [*static, *dynamic, QuantConfig.for_target(QuantMode.FP16, target)]
     return [QuantConfig.for_target(mode, target, Calibrator(calibrator))]
 
@@ -99,11 +101,9 @@ def default_heldout(bundle: Bundle, n: int = HELDOUT_SIZE, *, split: str = "val"
                     seed: int = HELDOUT_SEED) -> CalibrationSet | None:
     """Labelled built-in digits when the bundle classifies digits (else None: no labels known): the
     validation split, which budgets are judged on, by default; `split="test"` for the test report."""
-    if bundle.task != "classification" or len(bundle.labels) != 10:
-        return None
-    from fusionrt.data import LABELS
+    from fusionrt.data import BINARY_LABELS, LABELS
 
-    if tuple(bundle.labels) != tuple(LABELS):
+    if (bundle.task, tuple(bundle.labels)) not in (("classification", LABELS), ("binary", BINARY_LABELS)):
         return None
     return CalibrationSet.from_digits(bundle, split, n, seed=seed if split == "val" else 0)
 
@@ -174,7 +174,8 @@ def quantize_bundle(
     move, e.g. of an untrained model, proves nothing); without labelled held-out data the cosine
     alone decides. `test` (default: the digits test split when `heldout` is defaulted) is only
     reported, once, for the chosen variants. `target`: "auto" (this CPU), "x86-vnni", "x86-avx2",
-    "aarch64" or "tensorrt" (fusionrt.calibration.target).
+    "aarch64", "tensorrt" or "cuda" (fusionrt.calibration.target); a GPU target's choice becomes its
+    entry in the component's `defaults_by_target`, and the CPU default stays as it was.
     A component no candidate fits keeps FP32; with `strict` that raises CalibrationError once the
     report is written. An explicit mode that could not make its variant raises as well.
     """
@@ -184,7 +185,7 @@ def quantize_bundle(
     bundle = as_bundle(bundle)
     if heldout is None:
         heldout, test = default_heldout(bundle), test if test is not None else default_heldout(bundle, split="test")
-    runner = BundleRunner(bundle, heldout) if heldout is not None and bundle.task == "classification" else None
+    runner = BundleRunner(bundle, heldout) if heldout is not None and bundle.task != "regression" else None
     names = list(components or bundle.components)
     unknown = [n for n in names if n not in bundle.components]
     if unknown:
@@ -284,7 +285,9 @@ def _component(bundle: Bundle, name: str, calib: CalibrationSet, runner: BundleR
             row.update(median_ms=round(lat.median_ms, 4), p25_ms=round(lat.p25_ms, 4), p75_ms=round(lat.p75_ms, 4),
                        p99_ms=round(lat.p99_ms, 4), speedup=round(base.median_ms / lat.median_ms, 3),
                        faster_beyond_noise=faster_beyond_noise(lat, base, search.min_speedup))
-    entry = {FALLBACK: base.as_dict(), "candidates": rows, **choose(rows, search.min_speedup)}
+    gpu = scheme_for(search.target).gpu
+    choice = choose_by_precision(rows, search.target) if gpu else choose(rows, search.min_speedup)
+    entry = {FALLBACK: base.as_dict(), "candidates": rows, **choice}
     progress(f"  -> {entry['chosen']}: {entry['reason']}")
     keep = {r["variant"]: made[r["candidate"]] for r in rows if r["candidate"] in made}
     if search.mode is QuantMode.AUTO:
@@ -297,6 +300,7 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
     """Make and judge each candidate of `search.mode`: report rows, and the files made by label."""
     name = component.name
     prepared: Prepared | None = None
+    frontend: tuple[str, ...] = ()
     rows, made = [], {}
     for config in candidates(search.mode, search.calibrator, search.target):
         label = candidate_label(config)
@@ -310,6 +314,11 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
             else:
                 if prepared is None and config.mode is not QuantMode.FP16:
                     prepared = prepare_for_quantization(fp32, tmp / f"{name}.prepared.onnx")
+                    if component.modality == "audio":
+                        frontend = spectral_frontend(load_onnx(prepared.path))
+                        progress(f"  the spectral front-end stays float ({len(frontend)} nodes up to its Log)")
+                if config.precision == "int8":
+                    config = config.excluding(frontend)
                 result, verdict_info = _make(config, fp32, tmp / f"{name}.{label}.onnx", feeds, prepared, judge,
                                              search.repair_nodes, progress)
                 path, info = result.path, {**result.info(), **verdict_info}
@@ -354,7 +363,11 @@ def _store(bundle: Bundle, report: dict, kept: dict[str, dict[str, Made]], progr
                     entry["variants"][variant] = _variant_entry(relative, made)
                 entry["variants"][variant].update(scheme=made.config.scheme, target=made.config.target,
                                                   judged_on=report["judged_on"])
-            entry["default_variant"] = report["components"][name]["chosen"]
+            chosen = report["components"][name]["chosen"]
+            if scheme_for(report["target"]).gpu:
+                entry.setdefault("defaults_by_target", {})[report["target"]] = chosen
+            else:
+                entry["default_variant"] = chosen
         change.write_json(CALIBRATION_REPORT, report)
         progress(f"storing {', '.join(staged) or 'no new variant files'} and {CALIBRATION_REPORT} in {bundle.root}")
 

@@ -8,6 +8,8 @@ head's from `bundle_fusion_feeds`. Components are found by role, never by name.
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Sequence
 
@@ -133,6 +135,10 @@ class CalibrationSet:
             options["sample_rate"] = bundle.encoder("audio").input.sample_rate
             options["audio_samples"] = bundle.encoder("audio").input.window_samples
         data = make_digits(split, n, seed=seed, **options)
+        if bundle.task == "binary":
+            from fusionrt.data import binary_labels
+
+            data = dataclasses.replace(data, labels=binary_labels(data.labels))
         return cls.from_data(bundle, data, source=f"builtin digits ({split}, n={n}, seed={seed})")
 
     @classmethod

@@ -17,7 +17,7 @@ from fusionrt.progress import progress as eta
 from fusionrt.runtime.cpu_kernels import int8_kernels, target_mismatch
 from fusionrt.runtime.engine import OrtEngine
 from fusionrt.runtime.fusion_feeds import bundle_fusion_feeds
-from fusionrt.scoring import classification_metrics, regression_metrics
+from fusionrt.scoring import predicted_classes, task_metrics
 
 EVAL_REPORT = "reports/eval.json"
 
@@ -93,9 +93,7 @@ class BundleRunner:
         return self.component_outputs(fusion, files.get(fusion), encoder_files=encoders)
 
     def metrics(self, logits: np.ndarray) -> dict:
-        if self.bundle.task == "regression":
-            return regression_metrics(self.data.labels, logits)
-        return classification_metrics(self.data.labels, logits.argmax(axis=1), self.bundle.labels)
+        return task_metrics(self.data.labels, logits, self.bundle.task, self.bundle.labels)
 
 
 def _digest(path: Path) -> str:
@@ -168,9 +166,9 @@ def _evaluate_variant(bundle: Bundle, runner: BundleRunner, data: CalibrationSet
     files = {name: bundle.components[name].variant(v).path for name, v in chosen.items()}
     logits = runner.logits(files)
     result = {"components": dict(chosen), **runner.metrics(logits), **_targets(bundle, chosen)}
-    if bundle.task != "classification":
+    if bundle.task == "regression":
         return result, None
-    matrix = confusion_matrix(data.labels, logits.argmax(axis=1), len(bundle.labels))
+    matrix = confusion_matrix(data.labels, predicted_classes(logits, bundle.task), len(bundle.labels))
     result["confusion_matrix"] = matrix.tolist()
     if write:
         result["confusion_png"] = confusion_png(variant)

@@ -59,6 +59,60 @@ def quantized_nodes(model) -> list[str]:
     return names
 
 
+def instrumented_session(model, tensors: dict[str, int]):
+    """An ONNX Runtime session of `model` (unoptimized) that also returns `tensors` (name -> ONNX element type)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    existing = {o.name for o in model.graph.output}
+    for name, elem_type in tensors.items():
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor as written
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+# Ops that only cast, scale, shift, normalise or lay out the raw input (a bundle's in-graph normalisation,
+# per-frame contrast normalisation included).
+INPUT_PREPARATION_OPS = ("Cast", "Sub", "Div", "Mul", "Add", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Identity",
+                         "Pad", "Slice", "Concat", "ReduceMean", "Pow", "Sqrt")
+RAW_CHANNELS = 4  # a Conv reading at most this many channels of the raw input is an input layer (RGB, mono PCM)
+
+
+def input_layers(model) -> list[str]:
+    """Names of the Convs that read the graph's raw input (through INPUT_PREPARATION_OPS only) over
+    at most RAW_CHANNELS channels per group: an image network's stem, an audio network's first filter.
+    A colour-space Conv (at most RAW_CHANNELS out as well, e.g. a 1x1 RGB normalisation) is one of
+    them and its output still counts as raw input, so the stem after it is found too.
+
+    Their INT8 rounding reaches every later layer the way input noise would, and a reduction depth of
+    3 x 3 x 3 leaves INT8 little to gain. benchmarks/real_cnn_int8.md, bias-corrected minmax, stem INT8
+    -> float: EfficientNet-Lite1 (VNNI scheme) keeps FP32's top-1 on 92.9 -> 96.0 % of noise-stable
+    photos, Lite0 with 7-bit weights cosine 0.9918 -> 0.9946, at the same speed. ONNX Runtime's x86
+    QLinearConv also ran the demo image encoder's 3-channel convolutions about 4x slower than float:
+    with them float the encoder's INT8 went from 1.36x to 1.6x FP32 (a 3-channel 7x7 stem at 224 px
+    ran faster float as well).
+    """
+    initializers = {i.name: i for i in model.graph.initializer}
+    raw = {i.name for i in model.graph.input if i.name not in initializers}
+    layers = []
+    for node in model.graph.node:  # topological order: a tensor is marked raw before it is read
+        activations = [i for i in node.input if i and i not in initializers]
+        if not activations or not all(i in raw for i in activations):
+            continue
+        if node.op_type in INPUT_PREPARATION_OPS:
+            raw.update(node.output)
+        elif node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in initializers:
+            dims = initializers[node.input[1]].dims
+            if len(dims) > 1 and dims[1] <= RAW_CHANNELS:
+                layers.append(node.name)
+                if dims[0] <= RAW_CHANNELS:
+                    raw.update(node.output)
+    return layers
+
+
 def nodes_touching(path: Path, tensors) -> list[str]:
     """Producers and readers of `tensors`: excluding them all keeps those tensors out of Q/DQ pairs."""
     if not tensors:

@@ -6,6 +6,13 @@ fails on some graphs (BERT exports): the pre-processing then retries without it,
 raw graph, and the result records which path ran. Node names in exclusion lists and reports are
 those of the pre-processed graph (its optimizer may fuse nodes, e.g. MatMul + Add into Gemm).
 
+Two defaults of static INT8 come from real pretrained CNNs (benchmarks/real_cnn_int8.md): each
+quantized Conv/Gemm's bias absorbs the mean shift its rounded weights cause
+(fusionrt.calibration.bias_correction; it needs the calibration batches, so a variant made from a
+range cache alone has none), and a Conv that reads the raw input over a few channels, an image
+stem, stays float (graphs.input_layers). `QuantConfig.bias_correction` and `.float_input_layers`
+turn them off.
+
 Activation ranges come from fusionrt.calibration.ranges (ORT's calibrators, written to ORT's JSON
 range cache); a tensor whose range is infinite or reaches RANGE_LIMIT (attention masks) stays
 float, with its producer and readers. FP16 conversion is fusionrt.calibration.fp16 (export uses
@@ -27,10 +34,12 @@ from typing import Sequence
 
 import numpy as np
 
+from fusionrt.calibration.bias_correction import correct_biases
 from fusionrt.calibration.fp16 import fp16_from_onnx
-from fusionrt.calibration.graphs import load_onnx, name_nodes, nodes_touching
-from fusionrt.calibration.ranges import Calibrator, calibrate_ranges, ort_method, wide_range_tensors
-from fusionrt.calibration.target import scheme_for
+from fusionrt.calibration.graphs import input_layers, load_onnx, name_nodes, nodes_touching
+from fusionrt.calibration.ranges import Calibrator, calibrate_ranges, ort_method, read_batches, wide_range_tensors
+from fusionrt.calibration.reader import FeedsReader
+from fusionrt.calibration.target import TENSORRT, scheme_for
 from fusionrt.errors import CalibrationError, FusionRTError
 
 
@@ -63,6 +72,8 @@ class QuantConfig:
     op_types: tuple[str, ...] = ()  # only these op types are quantized; empty: all ORT can quantize
     symmetric_activations: bool = False  # int8 activations, as TensorRT wants; uint8 suits x86 CPUs
     reduce_range: bool = False  # 7-bit weights: exact on x86 without VNNI (see fusionrt.calibration.target)
+    bias_correction: bool = True  # static INT8: biases absorb the weights' rounding shift (calibration.bias_correction)
+    float_input_layers: bool = True  # static INT8: Convs reading the raw input stay float (graphs.input_layers)
     target: str | None = None  # the INT8 kernel family this variant is made for (None: not said)
 
     def __post_init__(self) -> None:
@@ -77,6 +88,10 @@ class QuantConfig:
                    **options) -> QuantConfig:
         """A variant in `mode` with the scheme `target` needs (fusionrt.calibration.target.scheme_for)."""
         mode, scheme = QuantMode(mode), scheme_for(target)
+        if mode is not QuantMode.FP16 and not scheme.int8:
+            raise CalibrationError(f"--target {scheme.target} runs no INT8 (ONNX Runtime's CUDA provider has INT8 "
+                                   "kernels for QuantizeLinear, DequantizeLinear and MatMulInteger only): use --mode "
+                                   "fp16 or auto, or --target tensorrt for INT8 on an NVIDIA GPU")
         if mode is QuantMode.INT8_DYNAMIC and scheme.static_only:
             raise CalibrationError(f"--target {scheme.target} runs static QDQ INT8 and FP16 only; dynamic INT8 is a "
                                    "CPU-only choice: use --mode int8-static, fp16 or auto")
@@ -90,7 +105,10 @@ class QuantConfig:
 
     @property
     def variant(self) -> str:
-        """The variant name in the bundle: int8, int8-dynamic or fp16."""
+        """The variant name in the bundle: int8, int8-dynamic or fp16; TensorRT's INT8 (s8s8 QDQ) is
+        int8-tensorrt, so it sits beside the CPU's int8."""
+        if self.mode is QuantMode.INT8_STATIC and self.target == TENSORRT:
+            return "int8-tensorrt"
         return {QuantMode.INT8_STATIC: "int8", QuantMode.INT8_DYNAMIC: "int8-dynamic", QuantMode.FP16: "fp16"}[self.mode]
 
     @property
@@ -123,6 +141,7 @@ class QuantResult:
     preprocess_notes: tuple[str, ...] = ()
     excluded_nodes: tuple[str, ...] = field(default=())  # all nodes kept float, for every reason
     wide_ranges: tuple[tuple[str, float, float], ...] = ()  # (tensor, min, max) kept float: no 8-bit grid fits
+    bias_corrected: tuple[str, ...] = ()  # nodes whose bias absorbed their weights' rounding shift
 
     def info(self) -> dict:
         """What the bundle manifest records about this variant."""
@@ -143,6 +162,8 @@ class QuantResult:
             ]
         if self.config.mode is QuantMode.INT8_STATIC:
             info["calibrator"] = self.config.calibrator.value
+            info["bias_correction"] = len(self.bias_corrected)
+            info["float_input_layers"] = self.config.float_input_layers
             info["format"] = "qdq"
             info["activations"] = "int8" if self.config.symmetric_activations else "uint8"
         return info
@@ -243,7 +264,8 @@ def _nodes_to_exclude(path: Path, config: QuantConfig) -> list[str]:
             f"(e.g. {sorted(names)[:5]})"
         )
     by_type = [n.name for n in model.graph.node if n.op_type in config.exclude_op_types]
-    return list(dict.fromkeys((*config.exclude_nodes, *by_type)))
+    inputs = input_layers(model) if config.float_input_layers and config.mode is QuantMode.INT8_STATIC else []
+    return list(dict.fromkeys((*config.exclude_nodes, *by_type, *inputs)))
 
 
 # ------------------------------------------------------------------------------------------ quantizers
@@ -261,6 +283,8 @@ def quantize_onnx(onnx_in, onnx_out, config: QuantConfig, reader=None, *, prepar
     if config.mode is QuantMode.INT8_STATIC and reader is None and calibration_cache is None:
         raise CalibrationError("int8-static needs calibration data (a reader or a calibration cache); none was given")
     wide: dict[str, tuple[float, float]] = {}
+    corrected: list[str] = []
+    feeds = read_batches(reader) if reader is not None and config.mode is QuantMode.INT8_STATIC else []
     with tempfile.TemporaryDirectory(prefix="fusionrt-quant-") as tmp:
         if prepared is None:
             prepared = prepare_for_quantization(onnx_in, Path(tmp) / "prepared.onnx")
@@ -269,10 +293,14 @@ def quantize_onnx(onnx_in, onnx_out, config: QuantConfig, reader=None, *, prepar
             if config.mode is QuantMode.INT8_STATIC:
                 cache = Path(calibration_cache) if calibration_cache is not None else Path(tmp) / "ranges.json"
                 if not cache.is_file():
-                    calibrate_ranges(prepared.path, reader, config.calibrator, cache)
+                    calibrate_ranges(prepared.path, FeedsReader(feeds), config.calibrator, cache)
                 wide = wide_range_tensors(cache)
                 exclude += [n for n in nodes_touching(prepared.path, wide) if n not in exclude]
                 _static(prepared.path, onnx_out, config, exclude, cache)
+                if config.bias_correction and feeds:
+                    unbiased = Path(tmp) / "bias-corrected.onnx"
+                    corrected = correct_biases(prepared.path, onnx_out, feeds, unbiased)
+                    _static(unbiased, onnx_out, config, exclude, cache)
             else:
                 _dynamic(prepared.path, onnx_out, config, exclude)
         except CalibrationError:
@@ -282,7 +310,7 @@ def quantize_onnx(onnx_in, onnx_out, config: QuantConfig, reader=None, *, prepar
                 f"onnxruntime could not quantize {Path(onnx_in).name} ({config.variant}): {type(e).__name__}: {e}"
             ) from e
     ranges = tuple((t, lo, hi) for t, (lo, hi) in sorted(wide.items()))
-    return QuantResult(onnx_out, config, prepared.method, prepared.notes, tuple(exclude), ranges)
+    return QuantResult(onnx_out, config, prepared.method, prepared.notes, tuple(exclude), ranges, tuple(corrected))
 
 
 def _static(path: Path, out: Path, config: QuantConfig, exclude: list[str], cache: Path) -> None:

@@ -10,10 +10,12 @@ import contextlib
 import enum
 import io
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from fusionrt.calibration.files import CalibrationWarning
 from fusionrt.calibration.graphs import load_onnx
 from fusionrt.calibration.reader import FeedsReader
 from fusionrt.errors import CalibrationError
@@ -38,6 +40,26 @@ CALIBRATOR_OPTIONS = {
 }
 
 
+# Fewer calibration items than this still work, with a CalibrationWarning saying why they are too few.
+MIN_ITEMS = {
+    Calibrator.MINMAX: (16, "the min/max of a few items underestimates the ranges of new inputs, whose larger "
+                            "values then clip"),
+    Calibrator.ENTROPY: (32, "its KL-divergence threshold search needs histograms filled by many items; with few it "
+                             "cuts the range at values new inputs exceed"),
+    Calibrator.PERCENTILE: (32, "the 99.999th percentile of a few items is their largest values, which move with "
+                                "every item (it degenerates to a noisy min/max)"),
+}
+
+
+def check_item_count(items: int, calibrator: Calibrator) -> None:
+    """Warn (CalibrationWarning) when `items` calibration items are too few for `calibrator`."""
+    minimum, why = MIN_ITEMS[calibrator]
+    if items < minimum:
+        warnings.warn(f"calibration: {items} calibration item(s) for the {calibrator.value} calibrator, which needs at "
+                      f"least {minimum}: {why}; add calibration items (the accuracy check after quantizing says "
+                      "what it cost)", CalibrationWarning, stacklevel=3)
+
+
 def ort_method(calibrator: Calibrator):
     from onnxruntime.quantization import CalibrationMethod
 
@@ -56,6 +78,9 @@ def calibrate_ranges(path: Path, reader, calibrator: Calibrator, cache: Path) ->
     """
     from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
+    batches = read_batches(reader)
+    check_item_count(sum(len(next(iter(b.values()))) for b in batches), calibrator)
+    reader = FeedsReader(batches)
     minmax = _collect_ranges(path, reader, Calibrator.MINMAX, None)
     if calibrator is Calibrator.MINMAX:
         save_tensors_data(minmax, cache)
@@ -72,9 +97,7 @@ def calibrate_ranges(path: Path, reader, calibrator: Calibrator, cache: Path) ->
 def _collect_ranges(path: Path, reader, calibrator: Calibrator, op_types):
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    if hasattr(reader, "rewind"):
-        reader.rewind()
-    groups = _same_shape_groups(_batches(reader))
+    groups = _same_shape_groups(read_batches(reader))
     with tempfile.TemporaryDirectory(prefix="fusionrt-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         collector = create_calibrator(
             path,
@@ -88,7 +111,10 @@ def _collect_ranges(path: Path, reader, calibrator: Calibrator, op_types):
         return collector.compute_data()
 
 
-def _batches(reader) -> list[dict]:
+def read_batches(reader) -> list[dict]:
+    """Every batch of `reader`, from its start when it can rewind; CalibrationError when there is none."""
+    if hasattr(reader, "rewind"):
+        reader.rewind()
     batches = []
     while (batch := reader.get_next()) is not None:
         batches.append(batch)

@@ -30,12 +30,26 @@ def choose(rows: list[dict], min_speedup: float) -> dict:
     return {"chosen": FALLBACK, "budget_missed": not inside, "reason": reason}
 
 
+def choose_by_precision(rows: list[dict], target: str) -> dict:
+    """A GPU target's choice: the lowest precision inside the budget, the most accurate of its
+    candidates first (this CPU's timing says nothing about the GPU's)."""
+    inside = [r for r in rows if r.get("within_budget")]
+    for precision in ("int8", "fp16"):
+        found = [r for r in inside if r["precision"] == precision]
+        if found:
+            best = min(found, key=lambda r: (r.get("accuracy_delta_pts", 0.0), -r.get("cosine", 0.0)))
+            return {"chosen": best["variant"], "reason": f"{best['candidate']} is the lowest precision inside the budget "
+                                                         f"that {target} runs (chosen by precision: CPU timings say "
+                                                         "nothing about the GPU)"}
+    return {"chosen": FALLBACK, "budget_missed": True, "reason": f"no candidate {target} runs meets the budget; fp32 kept"}
+
+
 def split_report(test, bundle, chosen_files: Mapping[str, Path], progress) -> dict | None:
     """The whole model on the test split, FP32 and with every chosen variant in place: reported
     once, never used to choose. None without a labelled test split."""
     from fusionrt.calibration.evaluate import BundleRunner
 
-    if test is None or bundle.task != "classification":
+    if test is None or bundle.task == "regression":
         return None
     runner = BundleRunner(bundle, test)
     fp32 = runner.metrics(runner.logits())["accuracy"]

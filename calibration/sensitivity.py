@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fusionrt.calibration.graphs import QDQ_OPS, quantized_nodes
+from fusionrt.calibration.graphs import QDQ_OPS, instrumented_session, quantized_nodes
 from fusionrt.calibration.quantize import (
     DYNAMIC_OP_TYPES,
     Prepared,
@@ -130,20 +130,6 @@ def _float_activations(model) -> dict[str, int]:
     return {out: types[out] for n in model.graph.node for out in n.output if types.get(out) in floats}
 
 
-def _instrumented_session(model, tensors: dict[str, int]):
-    import onnx
-    import onnxruntime as ort
-
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    existing = {o.name for o in model.graph.output}
-    for name, elem_type in tensors.items():
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor as written
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def _consumed_names(quant, tensors) -> dict[str, str]:
     """Original tensor name -> the name of the value its consumers read in the QDQ graph."""
     q_by_input = {n.input[0]: n for n in quant.graph.node if n.op_type == "QuantizeLinear"}
@@ -175,8 +161,8 @@ def node_errors(fp32_path, quant_path, feeds: Sequence[dict[str, np.ndarray]], *
     original = {name: t for t, name in consumed.items()}
     original.update({t + QUANT_INPUT_SUFFIX: t for t in consumed})
     original.update({t: t for t in consumed})
-    ref_session = _instrumented_session(fp32, {t: activations[t] for t in consumed})
-    cand_session = _instrumented_session(quant, {name: activations[t] for t, name in consumed.items()})
+    ref_session = instrumented_session(fp32, {t: activations[t] for t in consumed})
+    cand_session = instrumented_session(quant, {name: activations[t] for t, name in consumed.items()})
     names = list(consumed)
     stats = {t: _Stats() for t in names}
     for feed in list(feeds)[:max_batches]:
@@ -212,7 +198,7 @@ def outlier_ratios(fp32_path, quant_path, feeds: Sequence[dict[str, np.ndarray]]
     }
     graph_inputs = {i.name for i in fp32.graph.input}
     computed = sorted({t for t in inputs.values() if t not in graph_inputs})
-    session = _instrumented_session(fp32, {t: activations[t] for t in computed})
+    session = instrumented_session(fp32, {t: activations[t] for t in computed})
     values: dict[str, list[np.ndarray]] = {t: [] for t in inputs.values()}
     for feed in list(feeds)[:max_batches]:
         feed = {i.name: feed[i.name] for i in session.get_inputs()}

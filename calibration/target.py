@@ -14,6 +14,13 @@ kernel family). The scheme per family:
   there is no accuracy difference; ARM kernels do not have the x86 saturation).
 - tensorrt: static QDQ with symmetric int8 activations and weights (s8s8) only; TensorRT takes
   explicit-quantization graphs, and dynamic INT8 is a CPU-only choice.
+- cuda (ONNX Runtime's CUDA provider): no INT8 at all; its INT8 kernels are QuantizeLinear,
+  DequantizeLinear and MatMulInteger only, so a QDQ graph runs dequantized or falls back to the
+  CPU. FP16 is the variant it runs faster.
+
+A GPU target's candidates are judged for accuracy on this machine's CPU (the QDQ and FP16 numbers do
+not depend on the kernels beyond rounding) but chosen by precision, not by CPU timing, and the
+choice is recorded as that target's default (`defaults_by_target` in the manifest).
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusionrt.errors import CalibrationError
-from fusionrt.runtime.cpu_kernels import AARCH64, AVX2, TENSORRT, VNNI, cpu_target, int8_family
+from fusionrt.runtime.cpu_kernels import AARCH64, AVX2, CUDA, GPU_TARGETS, TENSORRT, VNNI, cpu_target, int8_family
 
 AUTO = "auto"
-TARGETS = (AUTO, VNNI, AVX2, AARCH64, TENSORRT)
+TARGETS = (AUTO, VNNI, AVX2, AARCH64, TENSORRT, CUDA)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,12 @@ class Scheme:
     symmetric_activations: bool = False  # int8 activations (TensorRT) instead of uint8 (CPU kernels)
     reduce_range: bool = False  # 7-bit weights: no 16-bit saturation on AVX2
     static_only: bool = False  # no dynamic INT8 (TensorRT)
+    int8: bool = True  # False: the target runs no INT8 (ORT's CUDA provider)
+
+    @property
+    def gpu(self) -> bool:
+        """Chosen by precision, its default kept per target, not as the CPU default."""
+        return self.target in GPU_TARGETS
 
 
 SCHEMES = {
@@ -42,6 +55,7 @@ SCHEMES = {
     AVX2: Scheme(AVX2, reduce_range=True),
     AARCH64: Scheme(AARCH64),
     TENSORRT: Scheme(TENSORRT, symmetric_activations=True, static_only=True),
+    CUDA: Scheme(CUDA, static_only=True, int8=False),
 }
 
 
@@ -66,4 +80,4 @@ def scheme_for(target: str) -> Scheme:
     return SCHEMES[resolve_target(target)]
 
 
-__all__ = ["AUTO", "SCHEMES", "TARGETS", "Scheme", "cpu_target", "resolve_target", "scheme_for"]
+__all__ = ["AUTO", "CUDA", "SCHEMES", "TARGETS", "TENSORRT", "Scheme", "cpu_target", "resolve_target", "scheme_for"]

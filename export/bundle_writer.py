@@ -23,6 +23,7 @@ import fusionrt
 from fusionrt.bundle import FORMAT, FORMAT_VERSION, MAX_RATE_HZ, PRESENCE, TASKS, Bundle, Reference, parse, swap_in
 from fusionrt.errors import BundleError, ExportError
 from fusionrt.export.contract import check_before_export, resolve_preprocessing, write_checked_manifest
+from fusionrt.export.examples import complete_examples
 from fusionrt.export.fp16 import add_fp16_variant
 from fusionrt.export.onnx_from_torch import export_component
 from fusionrt.export.report import ComponentReport, Tolerance
@@ -40,7 +41,7 @@ def export_bundle(
     fusion: torch.nn.Module,
     out_dir: str | Path,
     *,
-    example_inputs: Mapping[str, Mapping[str, torch.Tensor]],
+    example_inputs: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     labels,
     tokenizer=None,
     task: str = "classification",
@@ -57,7 +58,9 @@ def export_bundle(
 
     `example_inputs`, `dynamic_axes` and `preprocessing` are keyed by component name; `rates` by
     modality. A component's preprocessing is `preprocessing[name]` when given, else
-    `module.preprocessing()`; rates default to `DEFAULT_RATES_HZ`. Every integer input of the text
+    `module.preprocessing()`; rates default to `DEFAULT_RATES_HZ`. A component with no entry in
+    `example_inputs` (or all, when it is None) gets one derived from its preprocessing, the
+    tokenizer and the encoders' widths (`fusionrt.export.examples`). Every integer input of the text
     encoder gets dynamic "batch" and "sequence" axes. `reference` (the PyTorch config + safetensors
     weights) is copied into reference/ for the runtime's torch backend. Anything the runtime would
     refuse is an ExportError, raised before the exports where the example inputs tell. A non-empty
@@ -68,8 +71,10 @@ def export_bundle(
     out_dir = Path(out_dir)
     labels = tuple(str(label) for label in labels or ())
     plan = _plan(encoders, fusion, example_inputs, labels, tokenizer, task)
-    axes = {name: _axes(modality, example_inputs[name], (dynamic_axes or {}).get(name)) for name, modality, _ in plan}
     steps = {name: resolve_preprocessing(name, modality, module, preprocessing) for name, modality, module in plan}
+    example_inputs = complete_examples(plan, example_inputs, steps, tokenizer)
+    _check_fusion_example(encoders, example_inputs)
+    axes = {name: _axes(modality, example_inputs[name], (dynamic_axes or {}).get(name)) for name, modality, _ in plan}
     rates_hz = _rates(encoders, rates)
     _check_reference(reference)
     _refuse_existing(out_dir, force)
@@ -141,7 +146,7 @@ def _plan(encoders, fusion, example_inputs, labels, tokenizer, task) -> list[tup
     """(component name, modality or None for the fusion head, module) in export order; validates the arguments."""
     if task not in TASKS:
         raise ExportError(f"task is {task!r}; expected one of {list(TASKS)}")
-    if task == "classification" and not labels:
+    if task in ("classification", "binary") and not labels:
         raise ExportError("a classification bundle needs its labels; pass labels=[...] in output order")
     unknown = [m for m in encoders if m not in MODALITIES]
     if unknown or not encoders:
@@ -151,16 +156,19 @@ def _plan(encoders, fusion, example_inputs, labels, tokenizer, task) -> list[tup
     if tokenizer is not None and not hasattr(tokenizer, "save_pretrained"):
         raise ExportError(f"tokenizer is a {type(tokenizer).__name__}; expected a transformers tokenizer (save_pretrained)")
     plan = [(f"{m}_encoder", m, module) for m, module in encoders.items()] + [("fusion", None, fusion)]
-    for name, _, _ in plan:
-        if name not in example_inputs:
-            raise ExportError(f"example_inputs has no entry {name!r}; expected one per component: {[p[0] for p in plan]}")
+    unknown = sorted(set(example_inputs or {}) - {name for name, _, _ in plan})
+    if unknown:
+        raise ExportError(f"example_inputs names {unknown}; expected components among {[p[0] for p in plan]}")
+    return plan
+
+
+def _check_fusion_example(encoders, example_inputs) -> None:
     expected = [*encoders, PRESENCE]
     if list(example_inputs["fusion"]) != expected:
         raise ExportError(
             f"example_inputs['fusion'] is named {list(example_inputs['fusion'])}; expected {expected} "
             f"(one embedding per modality in encoder order, then the presence mask)"
         )
-    return plan
 
 
 def _axes(modality: str | None, example: Mapping[str, torch.Tensor], extra) -> dict:

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from fusionrt.bundle import Bundle, Reference
-from fusionrt.config import Config, Task, save_config
-from fusionrt.data import LABELS
+from fusionrt.config import Config, save_config
+from fusionrt.data import task_labels
 from fusionrt.export.bundle_writer import export_bundle
 from fusionrt.models import MultimodalModel, build_tokenizer
 from fusionrt.models.train import load_checkpoint
@@ -38,7 +38,7 @@ def export_checkpoint(
     encoders = dict(model.encoders.items())
     example_inputs = {f"{name}_encoder": encoder.example_inputs() for name, encoder in encoders.items()}
     example_inputs["fusion"] = model.fusion.example_inputs()
-    labels = LABELS if config.model.task is Task.CLASSIFICATION else ()
+    labels = task_labels(config.model.task)
     with tempfile.TemporaryDirectory(prefix="fusionrt-reference-") as tmp:
         resolved = Path(tmp) / "config.yaml"
         save_config(config, resolved)

@@ -12,7 +12,7 @@ from fusionrt.progress import quiet_third_party
 from fusionrt.stopping import quiet_pipes, sigterm_as_interrupt, stop_code
 from fusionrt.values import MAX_DURATION_S, arg_type, count, duration, number, output_path
 
-QUANT_TARGETS = ("auto", "x86-vnni", "x86-avx2", "aarch64", "tensorrt")  # = fusionrt.calibration.target.TARGETS
+QUANT_TARGETS = ("auto", "x86-vnni", "x86-avx2", "aarch64", "tensorrt", "cuda")  # = fusionrt.calibration.target.TARGETS
 MAX_ITEMS = 10_000_000  # --count: more items than any dataset here; a typo otherwise
 
 
@@ -20,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from fusionrt.config import load_config
     from fusionrt.models.train import train
 
-    train(load_config(args.config), args.out)
+    train(load_config(args.config, args.set), args.out)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -28,7 +28,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from fusionrt.config import load_config
     from fusionrt.export.from_checkpoint import export_checkpoint
 
-    bundle = export_checkpoint(load_config(args.config), args.checkpoint, args.out, force=args.force)
+    bundle = export_checkpoint(load_config(args.config, args.set), args.checkpoint, args.out, force=args.force)
     print(describe(bundle))
 
 
@@ -83,7 +83,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     report = evaluate_bundle(args.bundle, args.data, tuple(args.variants.split(",")), n=args.count)
     print(f"INT8 kernels of this machine: {report['machine']['cpu_target']} ({report['machine']['kernels']})")
     for variant, metrics in report["variants"].items():
-        print(f"{variant:<14} accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ({metrics['count']} items)")
+        scores = f"recall {metrics['recall']:.4f}  F1 {metrics['f1']:.4f}" if "f1" in metrics else \
+            f"macro-F1 {metrics['macro_f1']:.4f}"
+        print(f"{variant:<14} accuracy {metrics['accuracy']:.4f}  {scores}  ({metrics['count']} items)")
         for note in metrics.get("target_mismatch", {}).values():
             print(f"{'':<14} note: {note}")
 
@@ -162,6 +164,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_triton_export(args: argparse.Namespace) -> None:
+    from fusionrt.triton import Serving, write_repository
+
+    serving = Serving(max_batch=args.max_batch, instances=args.instances, delay_us=args.dynamic_batching_delay_us,
+                      threads=args.threads)  # fmt: skip
+    repository = write_repository(args.bundle, args.out, variant=args.variant, serving=serving)
+    for model, variant in repository.variants.items():
+        print(f"{model:<20} {variant}")
+    print(f"{repository.ensemble:<20} ensemble: encoders -> fusion head (inputs: every encoder's + presence)")
+    print(f"wrote {repository.root}; serve it with tritonserver --model-repository={repository.root.resolve()}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from fusionrt.demo import run_demo
 
@@ -211,10 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the reference model on the built-in digits data")
     p.add_argument("--config", required=True, help="YAML or JSON config (e.g. configs/demo.yaml)")
     p.add_argument("--out", required=True, help="run directory for weights, config, tokenizer, metrics")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, value in YAML (e.g. model.fusion.kind=cross_attention); repeatable")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a trained run to a bundle (per-component ONNX + parity report)")
     p.add_argument("--config", required=True, help="the config the checkpoint was trained with")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="the same overrides the run was trained with (or pass RUN_DIR/config.yaml as --config)")
     p.add_argument("--checkpoint", required=True, help="model.safetensors written by `fusionrt train`")
     p.add_argument("--out", required=True, help="bundle directory to create")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
@@ -238,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="auto", choices=QUANT_TARGETS,
                    help="what the INT8 variants are for, which picks their scheme: auto (this CPU), x86-vnni "
                    "(u8s8 per-channel), x86-avx2 (7-bit weights: no saturation without VNNI), aarch64 (u8s8), "
-                   "tensorrt (static QDQ s8s8 symmetric; no dynamic INT8)")
+                   "tensorrt (static QDQ s8s8 symmetric; no dynamic INT8), cuda (fp16 only); a GPU target's choice "
+                   "is its own default (defaults_by_target), the CPU default stays")
     p.add_argument("--accuracy-budget", type=arg_type(number, "--accuracy-budget", low=0, high=100), default=0.5,
                    help="accuracy points a variant may lose (auto)")
     p.add_argument("--count", type=arg_type(count, "--count", high=MAX_ITEMS), default=128,
@@ -299,6 +318,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="providers that must exist and run the bundle, e.g. cuda,tensorrt (default: none required)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object (default: text)")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("triton-export", help="write the bundle as a Triton Inference Server model repository: a model "
+                       "per component and an ensemble (README \"Scaling out with Triton\")")
+    p.add_argument("bundle", help="bundle directory")
+    p.add_argument("--out", required=True, help="repository folder to create (must not exist or be empty)")
+    p.add_argument("--variant", default="auto",
+                   help="auto (each component's default) | a variant or precision, e.g. fp32, int8 (fp32 where a "
+                   "component lacks it) | tensorrt-fp16, tensorrt-int8 (the bundle's TensorRT plans)")
+    p.add_argument("--max-batch", type=arg_type(count, "--max-batch", high=65536), default=8,
+                   help="max_batch_size of each model: the largest batch dynamic batching forms")
+    p.add_argument("--instances", type=arg_type(count, "--instances", high=256), default=1,
+                   help="instances of each model (instance_group count, KIND_AUTO)")
+    p.add_argument("--dynamic-batching-delay-us", type=arg_type(number, "--dynamic-batching-delay-us", low=0,
+                   high=10_000_000, integer=True), default=100,
+                   help="how long the server waits to fill a batch (max_queue_delay_microseconds)")
+    p.add_argument("--threads", type=arg_type(count, "--threads", high=256), default=1,
+                   help="ONNX Runtime intra-op threads per instance (intra_op_thread_count)")
+    p.set_defaults(func=cmd_triton_export)
 
     p = sub.add_parser("demo", help="the whole chain on the built-in data: train, export, quantize, inspect, stream")
     p.add_argument("--config", default=None, help="config (default: the built-in demo config)")

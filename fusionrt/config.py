@@ -5,6 +5,7 @@ Every default lives here and only here. Unknown keys are errors that name the fu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import json
@@ -12,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -38,8 +39,19 @@ class FusionKind(str, enum.Enum):
 
 
 class Task(str, enum.Enum):
-    CLASSIFICATION = "classification"
+    CLASSIFICATION = "classification"  # softmax over num_outputs classes, cross-entropy
+    BINARY = "binary"  # one logit, sigmoid, binary cross-entropy; labels (negative, positive)
     REGRESSION = "regression"
+
+
+class ImageBlock(str, enum.Enum):
+    BASIC = "basic"  # two 3x3 convolutions; a stage's output width is its width
+    BOTTLENECK = "bottleneck"  # 1x1 reduce, 3x3, 1x1 expand (ResNet-50); output width is 4x its width
+
+
+class ImageStem(str, enum.Enum):
+    COMPACT = "compact"  # one 3x3 stride-2 convolution
+    RESNET = "resnet"  # 7x7 stride-2 convolution, then 3x3 stride-2 max pooling
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,9 @@ class ImageConfig:
     size: int = 64
     channel_order: str = "bgr"  # the order of the uint8 input (OpenCV delivers BGR)
     widths: tuple[int, ...] = (16, 32, 64)
-    blocks_per_stage: int = 1
+    blocks_per_stage: int | tuple[int, ...] = 1  # one count for every stage, or one per stage
+    block: ImageBlock = ImageBlock.BASIC
+    stem: ImageStem = ImageStem.COMPACT
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB, on [0, 1] pixels
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -99,7 +113,7 @@ class ModelConfig:
     embed_dim: int = 64
     modalities: tuple[str, ...] = ("text", "image", "audio")
     task: Task = Task.CLASSIFICATION
-    num_outputs: int = 10  # classes, or regression targets
+    num_outputs: int = 10  # classes, regression targets, or 1 for a binary task
     text: TextConfig = field(default_factory=TextConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -147,8 +161,12 @@ class Config:
 RETIRED_KEYS = frozenset({"model.text.rate_hz", "model.image.rate_hz"})
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML or JSON config file into a validated `Config`."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML or JSON config file into a validated `Config`.
+
+    `overrides` are "dotted.key=value" strings applied on top of the file, the value read as YAML
+    ("model.text.num_layers=2", "model.image.widths=[8,16]", "model.fusion.kind=cross_attention").
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (expected a .yaml, .yml or .json file)")
@@ -161,7 +179,31 @@ def load_config(path: str | Path) -> Config:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.').upper()}: {e}") from e
-    return config_from_dict(raw or {}, source=str(path))
+    raw = raw or {}
+    for override in overrides:
+        raw = apply_override(raw, override, source=str(path))
+    return config_from_dict(raw, source=str(path))
+
+
+def apply_override(raw: dict, override: str, source: str = "config") -> dict:
+    """A copy of the raw config mapping with one "dotted.key=value" override applied."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{source}: override {override!r} is not KEY=VALUE (e.g. model.text.num_layers=2)")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: the value of override {override!r} is not valid YAML: {e}") from e
+    result = copy.deepcopy(raw)
+    node = result
+    parts = key.strip().split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: override {override!r}: {'.'.join(parts[: depth + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+    return result
 
 
 def config_from_dict(raw: dict, source: str = "config") -> Config:
@@ -195,7 +237,8 @@ def validate(config: Config, source: str = "config") -> None:
         )
     checks = {
         "model.embed_dim": m.embed_dim > 0,
-        "model.num_outputs": m.num_outputs > 0,
+        "model.num_outputs": m.num_outputs > 0 and (m.task is not Task.BINARY or m.num_outputs == 1),
+        "model.image.blocks_per_stage": _stage_counts_fit(m.image),
         "model.image.size": m.image.size >= 16,
         "model.image.channel_order": m.image.channel_order in ("bgr", "rgb"),
         "model.image.widths": len(m.image.widths) > 0 and all(w > 0 for w in m.image.widths),
@@ -210,6 +253,13 @@ def validate(config: Config, source: str = "config") -> None:
         if not ok:
             value = _lookup(config, key)
             raise ConfigError(f"{source}: {key} = {value!r} is out of range (see fusionrt/config.py for the rules)")
+
+
+def _stage_counts_fit(image: ImageConfig) -> bool:
+    counts = image.blocks_per_stage
+    if isinstance(counts, int):
+        return counts > 0
+    return len(counts) == len(image.widths) and all(c > 0 for c in counts)
 
 
 def _lookup(obj: Any, dotted: str) -> Any:
@@ -242,6 +292,8 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
+        if isinstance(value, (list, tuple)):  # e.g. int | tuple[int, ...]: a list picks the tuple
+            args = [a for a in args if typing.get_origin(a) is tuple] or args
         return _coerce(args[0], value, source, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source, key + ".")

@@ -30,6 +30,7 @@ single-modality classifier tops out near 65-80 % while a fusion of the three can
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -38,10 +39,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fusionrt.config import Config, NoiseConfig
+from fusionrt.config import Config, NoiseConfig, Task
 from fusionrt.errors import DataError
 
 LABELS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# The binary task (model.task: binary) on the same samples: is the digit 5 or more? Index 1 is the positive class.
+BINARY_LABELS: tuple[str, ...] = ("below_five", "five_or_more")
+BINARY_THRESHOLD = 5
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 SPLIT_SEED = 0
@@ -281,10 +285,21 @@ def make_digits(
     return DigitsData(images=images, audio=audio, texts=texts, labels=labels)
 
 
+def binary_labels(digits: np.ndarray) -> np.ndarray:
+    """Digit labels -> the binary task's labels (1 = five or more), int64."""
+    return (np.asarray(digits) >= BINARY_THRESHOLD).astype(np.int64)
+
+
+def task_labels(task: Task) -> tuple[str, ...]:
+    """The label names of a classification or binary task on the digits; none for regression."""
+    return {Task.CLASSIFICATION: LABELS, Task.BINARY: BINARY_LABELS}.get(Task(task), ())
+
+
 def digits_from_config(config: Config, split: str) -> DigitsData:
-    """`make_digits` with sizes, noise and seed from `config.data` and the model's input shapes."""
+    """`make_digits` with sizes, noise and seed from `config.data` and the model's input shapes;
+    labels mapped to the binary task when config.model.task is binary."""
     _check_split(split)
-    return make_digits(
+    data = make_digits(
         split,
         getattr(config.data, f"{split}_size"),
         image_size=config.model.image.size,
@@ -293,6 +308,9 @@ def digits_from_config(config: Config, split: str) -> DigitsData:
         noise=config.data.noise,
         seed=config.data.seed,
     )
+    if config.model.task is Task.BINARY:
+        return dataclasses.replace(data, labels=binary_labels(data.labels))
+    return data
 
 
 # --------------------------------------------------------------------------------- validation

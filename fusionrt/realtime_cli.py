@@ -43,6 +43,12 @@ def trigger_spec(text: str) -> str:
     return repr(float(rate))
 
 
+def backend_name(text: str, what: str) -> str:
+    """--backend: a `Backend` value or a Triton address (checked here, used as given)."""
+    Backend.parse(text)
+    return text
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """Two outputs naming one file would overwrite each other: refused before the run."""
     named = [(flag, getattr(args, key)) for flag, key in OUTPUT_FLAGS if getattr(args, key) is not None]
@@ -91,8 +97,8 @@ def add_run_options(g) -> None:
                    help="fuse on each image|audio|text input or at a rate in Hz (default: bundle's)")
     g.add_argument("--variant", metavar="NAME",
                    help="variant for every component that has it (default: the manifest's choice)")
-    g.add_argument("--backend", metavar="NAME", default=Backend.ORT.value, choices=[b.value for b in Backend],
-                   help=f"{' | '.join(b.value for b in Backend)}")
+    g.add_argument("--backend", metavar="NAME", default=Backend.ORT.value, type=arg_type(backend_name, "--backend"),
+                   help=f"{'|'.join(b.value for b in Backend)}|triton://..")  # Triton: README "Scaling out"
 
 
 def add_output_options(g) -> None:
@@ -174,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     with quiet_pipes(), sigterm_as_interrupt():
         args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.WARNING, format="realtime-infer: %(message)s")
+        logging.getLogger("fusionrt.triton").setLevel(logging.INFO)  # a Triton engine's timing split, at its close
         try:
             return run(args)
         except FusionRTError as e:

@@ -66,12 +66,14 @@ class StageEngines:
         variant: str | Mapping[str, str] | None,
         precision: str,
         providers,
-        threads: int | None,
+        threads: int | Mapping[str, int] | None,
         fail_on_fallback: bool,
     ) -> None:
         self.bundle, self.backend, self.precision = bundle, backend, precision
-        self.chosen = resolve_variants(bundle, variant) if backend.runs_variants else {}
-        self._options = {"threads": threads, "providers": providers, "fail_on_fallback": fail_on_fallback}
+        target = backend.gpu_target(providers) if backend.runs_variants else None
+        self.chosen = resolve_variants(bundle, variant, target=target) if backend.runs_variants else {}
+        self.threads = threads
+        self._options = {"providers": providers, "fail_on_fallback": fail_on_fallback}
         self.opened: list[Engine] = []
         self.notes: list[str] = []
 
@@ -98,10 +100,18 @@ class StageEngines:
             engine.close()
 
     def _open(self, component: Component, variant: str) -> Engine:
-        engine = open_engine(self.bundle, component, variant, self.backend, **self._options)
+        engine = open_engine(self.bundle, component, variant, self.backend, threads=self._threads(component),
+                             **self._options)
         self.opened.append(engine)
         self._check_int8_target(component, variant)
         return engine
+
+    def _threads(self, component: Component) -> int | None:
+        """Intra-op threads of a component's engines: one number for all, or per stage (modality or
+        "fusion"; a stage not named gets 1)."""
+        if not isinstance(self.threads, Mapping):
+            return self.threads
+        return self.threads.get(component.modality or component.name, 1)
 
     def _check_int8_target(self, component: Component, variant: str) -> None:
         """Note once per run when an INT8 variant was quantized for other INT8 kernels than this CPU's."""

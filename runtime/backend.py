@@ -1,6 +1,7 @@
 """`Backend`: the one enumeration of backends (runtime, bench and both CLIs use it), the `Engine`
 protocol every backend implements, and `open_engine`, the one factory that opens a component
-variant on a backend. Heavy backends (torch, TensorRT) are imported inside `open_engine`.
+variant on a backend. Heavy backends (torch, TensorRT) are imported inside `open_engine`. A remote
+Triton server is a backend too: its `triton://HOST:PORT` address parses to a `TritonBackend`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fusionrt.bundle import Bundle, Component, TensorSpec
 from fusionrt.errors import ConfigError
 from fusionrt.runtime.engine import CPU, CUDA, TENSORRT, OrtEngine, resolve_providers
 from fusionrt.runtime.ort_providers import tensorrt_config
+from fusionrt.triton.address import GRAMMAR, TritonBackend, is_address, parse_address
 
 REFERENCE = "reference"  # the torch backend's one variant: the bundle's reference weights
 
@@ -29,11 +31,16 @@ class Backend(str, enum.Enum):
     TENSORRT = "tensorrt"
 
     @classmethod
-    def parse(cls, value: Backend | str) -> Backend:
+    def parse(cls, value: Backend | TritonBackend | str) -> Backend | TritonBackend:
+        """A member from its value; a `triton://HOST:PORT` address (fusionrt/triton/address.py) gives a TritonBackend."""
+        if isinstance(value, TritonBackend):
+            return value
+        if is_address(value):
+            return parse_address(value)
         try:
             return cls(value)
         except ValueError:
-            raise ConfigError(f"backend {value!r}; expected one of {[b.value for b in cls]}") from None
+            raise ConfigError(f"backend {value!r}; expected one of {[b.value for b in cls]} or {GRAMMAR}") from None
 
     @property
     def is_ort(self) -> bool:
@@ -43,6 +50,15 @@ class Backend(str, enum.Enum):
     def providers(self) -> tuple[str, ...] | None:
         """The one ONNX Runtime provider an ORT_* backend pins (None: ORT's priority order, or not ORT)."""
         return {Backend.ORT_CPU: (CPU,), Backend.ORT_CUDA: (CUDA,), Backend.ORT_TENSORRT: (TENSORRT,)}.get(self)
+
+    def gpu_target(self, providers: Sequence[str] | None = None) -> str | None:
+        """The GPU target ("cuda", "tensorrt") whose default variants the sessions run (a bundle keeps a
+        default per GPU target), or None on a CPU: the pinned provider, else the first of `providers`
+        or of those this onnxruntime build offers."""
+        if not self.is_ort:
+            return None
+        first = (self.providers or resolve_providers(providers) or (CPU,))[0]
+        return {TENSORRT: "tensorrt", CUDA: "cuda"}.get(first)
 
     @property
     def runs_variants(self) -> bool:
@@ -93,8 +109,18 @@ def open_engine(
     """Open `variant` of `component` on `backend`: an ONNX variant name for ORT backends, "reference"
     for torch, a precision ("fp16", "int8", "fp32") for TensorRT engines. When ONNX Runtime's TensorRT
     provider is among the providers, it gets its caches, precision and shape profiles from the bundle
-    (runtime/ort_providers.py); `io_binding` runs ORT sessions through an IO binding."""
+    (runtime/ort_providers.py); `io_binding` runs ORT sessions through an IO binding. A `triton://`
+    address opens the component's model on that server (runtime/triton_engine.py), or, when its
+    `?components=` leaves the component out, the variant in-process on ORT."""
     backend = Backend.parse(backend)
+    if isinstance(backend, TritonBackend):
+        if providers:
+            raise ConfigError(f"providers choose ONNX Runtime sessions; the Triton server at {backend.url} runs the model")
+        if backend.serves(component.name):
+            from fusionrt.runtime.triton_engine import open_triton_engine  # needs tritonclient (the triton extra)
+
+            return open_triton_engine(backend, component, variant)
+        backend = Backend.ORT  # a component the address leaves out runs in-process
     if backend.is_ort:
         pinned = backend.providers
         if pinned and providers and tuple(providers) != pinned:

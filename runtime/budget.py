@@ -63,6 +63,9 @@ class Budget:
     image_staleness_s: float = 0.2  # an embedding older than this (vs the trigger) is fused as missing
     audio_staleness_s: float = 0.5
     text_staleness_s: float = 10.0
+    # Skip a trigger input already too old to give its result by the deadline (judged by its stage's and
+    # fusion's running time) instead of answering late; counted as a "budget" drop and a "skip_late" action.
+    skip_late: bool = False
 
     def __post_init__(self) -> None:
         _require_positive("Budget.deadline_ms", self.deadline_ms)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from fusionrt.bundle import GPU_TARGETS
+
 # The first x86 flag present names the target, best kernel first.
 X86_TARGETS = (
     ("amx_int8", "x86-amx"),
@@ -26,11 +28,11 @@ ARM64_MACHINES = ("aarch64", "arm64")
 VNNI = "x86-vnni"
 AVX2 = "x86-avx2"
 AARCH64 = "aarch64"
-TENSORRT = "tensorrt"
+CUDA, TENSORRT = GPU_TARGETS  # not CPU kernel families: the runtime's CPU check leaves them alone
 FAMILIES = {
     "x86-amx": VNNI, "x86-avx512-vnni": VNNI, "x86-avx-vnni": VNNI, VNNI: VNNI,
     "x86-avx2": AVX2, "x86": AVX2,  # no AVX2: the SSE kernels, no VNNI either (assume they saturate)
-    AARCH64: AARCH64, TENSORRT: TENSORRT,
+    AARCH64: AARCH64, TENSORRT: TENSORRT, CUDA: CUDA,
 }  # fmt: skip
 KERNELS = {
     VNNI: "u8s8 with 32-bit accumulation (VNNI/AMX): no saturation",
@@ -81,7 +83,7 @@ def target_mismatch(variant_target: str | None, machine_target: str | None = Non
     """A one-line warning when an INT8 variant quantized for one kernel family runs on another; else None."""
     machine_target = machine_target or cpu_target()
     wanted, here = int8_family(variant_target), int8_family(machine_target)
-    if wanted is None or wanted == TENSORRT or here is None or wanted == here:
+    if wanted is None or wanted in GPU_TARGETS or here is None or wanted == here:
         return None
     return (f"this INT8 variant was quantized for {variant_target} ({wanted}) but runs on {machine_target} "
             f"({here}): its accuracy was not judged with these kernels; `fusionrt eval` measures what it loses "

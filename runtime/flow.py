@@ -33,6 +33,7 @@ log = logging.getLogger("fusionrt.runtime")
 TEXT_QUEUE = 4
 HANDOVER_ORDER = (Modality.IMAGE, Modality.AUDIO, Modality.TEXT)
 ENGINE_ERRORS_IN_A_ROW = 3  # a stage whose engine fails this many runs in a row stops the run with the error
+EXPECTED_MS_WEIGHT = 0.2  # weight of the newest run in the running estimate of a stage's time
 
 
 class Flow:
@@ -72,6 +73,7 @@ class Flow:
         self._said: set[str] = set()
         self._engine_errors: dict[str, int] = {}  # consecutive engine errors per stage
         self._engine_errors_ok: set[str] = set()  # stages whose engine ran at least once
+        self._expected_ms: dict[str, float] = {}  # running estimate of each stage's run time (and fusion's)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -111,6 +113,11 @@ class Flow:
         if realtime and self.clock() - frame.t_ns > limit:
             self.metrics.drop(modality.value, "stale")
             return
+        if realtime and self.budget.skip_late and modality is self.trigger_modality and \
+                self._cannot_make_deadline(modality, frame):
+            self.metrics.drop(modality.value, "budget")
+            self.metrics.action(modality.value, "skip_late")
+            return
         with self._slot_lock:
             last = self._latest.get(modality)
         fresh = None
@@ -132,6 +139,7 @@ class Flow:
             for span in fresh.spans:
                 self.metrics.stage(span.name, span.ms)
             self.metrics.stage(modality.value, fresh.ms)
+            self._expect(modality.value, fresh.ms)
             with self._slot_lock:
                 self._latest[modality] = fresh
             if realtime:
@@ -152,6 +160,21 @@ class Flow:
         self._fuse(ref_ns=tick_ns, start_ns=arrival_ns, trigger="rate", label=None, image=None, fresh=None, reused=())
 
     # -- the stages -------------------------------------------------------------------------------
+
+    def _cannot_make_deadline(self, modality: Modality, frame: Frame) -> bool:
+        """Whether a trigger input is already too old to give its result within the deadline, judged by
+        the running estimate of its stage + fusion. Such an input is skipped (the next one, fresher, can
+        still make it) unless the stage alone takes longer than the deadline: then the overrun policy acts."""
+        expected = self._expected_ms.get(modality.value)
+        if expected is None:
+            return False
+        expected += self._expected_ms.get("fusion", 0.0)
+        age_ms = (self.clock() - frame.t_ns) / 1e6
+        return expected <= self.budget.deadline_ms < age_ms + expected
+
+    def _expect(self, stage_name: str, ms: float) -> None:
+        old = self._expected_ms.get(stage_name)
+        self._expected_ms[stage_name] = ms if old is None else old + EXPECTED_MS_WEIGHT * (ms - old)
 
     def _encode(self, stage: EncoderStage, guard: OverrunGuard, frame: Frame) -> Embedding:
         """Run the stage; under DEGRADE an engine error switches to the next variant and retries once."""
@@ -209,6 +232,7 @@ class Flow:
         self._engine_errors_ok.add("fusion")
         done = self.clock()
         stage_ms["fusion"] = span.ms
+        self._expect("fusion", span.ms)
         spans.append(span)
         e2e_ms = (done - start_ns) / 1e6
         engine_ms = span.ms + (fresh.engine_ms if fresh is not None else 0.0)
@@ -224,7 +248,7 @@ class Flow:
                 seq=self.results - 1, t_capture_ns=ref_ns, trigger=trigger, task=self.fusion.task,
                 top_k=self.fusion.top(outputs), outputs=outputs, presence=presence, input_t_ns=input_t,
                 staleness_ms=staleness, reused=reused, stage_ms=stage_ms, e2e_ms=e2e_ms, engine_ms=engine_ms,
-                deadline_missed=missed, label=label, spans=tuple(spans), start_ns=start_ns, done_ns=done, image=image,
+                deadline_missed=missed, label=self.fusion.ground_truth(label), spans=tuple(spans), start_ns=start_ns, done_ns=done, image=image,
                 image_format=image_format,
             )  # fmt: skip
             for sink in self._sinks:

@@ -128,6 +128,7 @@ class Metrics:
         self.deadline_misses = 0
         self.drops: dict[tuple[str, str], int] = defaultdict(int)  # (stage or source, reason)
         self.actions: dict[tuple[str, str], int] = defaultdict(int)  # (stage, action)
+        self.action_times: dict[tuple[str, str], list[int]] = {}  # (stage, action): [first ns, last ns]
         self.overruns: dict[str, int] = defaultdict(int)
         self.frames: dict[str, int] = defaultdict(int)  # per source
         self.runs: dict[str, int] = defaultdict(int)  # per stage
@@ -160,6 +161,9 @@ class Metrics:
         end = self._end_ns if self._end_ns is not None else self._clock()
         return (end - self._start_ns) / 1e9
 
+    def _since_start_s(self, t_ns: int) -> float | None:
+        return None if self._start_ns is None else round((t_ns - self._start_ns) / 1e9, 3)
+
     def frame(self, source: str) -> None:
         with self._lock:
             self.frames[source] += 1
@@ -181,8 +185,10 @@ class Metrics:
             self.overruns[stage] += 1
 
     def action(self, stage: str, action: str) -> None:
+        now = self._clock()
         with self._lock:
             self.actions[(stage, action)] += 1
+            self.action_times.setdefault((stage, action), [now, now])[1] = now
 
     def variant(self, stage: str, name: str) -> None:
         with self._lock:
@@ -278,6 +284,8 @@ class Metrics:
                 "drops_by_reason": self.drops_by_reason(),
                 "overruns": dict(self.overruns),
                 "actions": _nested(self.actions),
+                "action_times_s": _nested({key: [self._since_start_s(t) for t in times]
+                                           for key, times in self.action_times.items()}),
                 "variants": dict(self.variants),
                 "sources": dict(self.sources),
                 "source_failures": dict(self.source_failures),

@@ -112,7 +112,7 @@ class Pipeline:
         variant: str | Mapping[str, str] | None = None,
         providers: list[str] | None = None,
         fail_on_fallback: bool = False,
-        threads: int | None = 1,
+        threads: int | Mapping[str, int] | None = 1,
         sinks: Iterable[Sink] = (),
         replay: Replay | None = None,
         audio_hop_s: float | None = None,
@@ -125,7 +125,8 @@ class Pipeline:
         `variant`: None (each component's default), one name (`resolve_variants`: that variant where a
         component has it, fp32 elsewhere), or {component or modality: name}. Stages whose budget policy
         is DEGRADE also load their faster variants. `threads`: intra-op threads per engine (1: the
-        stages already run in parallel). `backend` (a `Backend` or its value): "ort" (ONNX Runtime over
+        stages already run in parallel), or per stage ({"image": 2}: the camera's encoder on two cores;
+        stages not named get 1). `backend` (a `Backend` or its value): "ort" (ONNX Runtime over
         the bundle's variants, providers in priority order), "ort-cpu"/"ort-cuda"/"ort-tensorrt" (one
         pinned provider, no fallback), "torch" (the reference PyTorch model the bundle carries; one
         variant, "reference") or "tensorrt" (the `precision` engines `fusionrt engine` built, each

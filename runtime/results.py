@@ -79,7 +79,7 @@ class Result:
     def to_json(self, labels: Sequence[str] = (), *, timings: bool = True) -> dict:
         """The JSONL record; without timings it is identical across deterministic replays."""
         record: dict = {"seq": self.seq, "t_capture_ns": self.t_capture_ns, "trigger": self.trigger}
-        if self.task == "classification":
+        if self.task in ("classification", "binary"):
             record["top_k"] = [{"label": name, "score": score} for name, score in self.top_k]
         else:
             record["outputs"] = [float(v) for v in self.outputs]
@@ -98,6 +98,10 @@ class Result:
 
 def now_ns() -> int:
     return time.monotonic_ns()
+
+
+def sigmoid(logit: float) -> float:
+    return float(0.5 * (1.0 + np.tanh(0.5 * logit)))  # no overflow for large |logit|
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -15,13 +15,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from fusionrt.bundle import EMBEDDING, LOGITS, AudioInput, Component, FusionInput, TensorSpec
+from fusionrt.data import BINARY_LABELS, binary_labels
 from fusionrt.errors import BundleError, ConfigError
 from fusionrt.frame import Modality
 from fusionrt.runtime.backend import Engine
 from fusionrt.runtime.engine import GPU_PROVIDERS
 from fusionrt.runtime.fusion_feeds import fusion_feeds
 from fusionrt.runtime.preprocess import PcmWindows, host_preprocessor
-from fusionrt.runtime.results import Embedding, Span, now_ns, softmax
+from fusionrt.runtime.results import Embedding, Span, now_ns, sigmoid, softmax
 
 # Which precision runs faster than which (higher is faster); fp16 on ONNX Runtime's CPU provider
 # computes in fp32 behind Casts, so it is no faster there.
@@ -218,6 +219,8 @@ class FusionStage(_Variants):
                 raise BundleError(
                     f"fusion ({variant}) returns {out.shape[1]} logits but the bundle has {len(self.labels)} labels"
                 )
+            if self.task == "binary" and out.shape[1] != 1:
+                raise BundleError(f"fusion ({variant}) returns {out.shape[1]} logits; a binary bundle returns 1")
 
     def run(self, vectors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Span]:
         """Logits [K] of the present embeddings ({modality: float32 [E]}); the others are fed as absent."""
@@ -227,6 +230,10 @@ class FusionStage(_Variants):
         return out, Span("fusion", t0, self._clock(), threading.current_thread().name)
 
     def top(self, outputs: np.ndarray) -> tuple[tuple[str, float], ...]:
+        if self.task == "binary":
+            negative, positive = self.labels or ("0", "1")
+            p = sigmoid(float(outputs[0]))
+            return ((positive, p), (negative, 1.0 - p)) if p >= 0.5 else ((negative, 1.0 - p), (positive, p))
         if self.task != "classification":
             return ()
         probabilities = softmax(outputs)
@@ -234,6 +241,12 @@ class FusionStage(_Variants):
         best = np.argsort(-probabilities, kind="stable")[:k]
         names = self.labels or tuple(str(i) for i in range(len(probabilities)))
         return tuple((names[i], float(probabilities[i])) for i in best)
+
+    def ground_truth(self, label: int | None) -> int | None:
+        """A test:// source's digit label in this bundle's label space (the binary digits task maps it)."""
+        if label is None or self.task != "binary" or self.labels != BINARY_LABELS:
+            return label
+        return int(binary_labels(np.array([label]))[0])
 
     def _feeds(self, vectors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         given = {getattr(m, "value", m): v for m, v in vectors.items() if v is not None}

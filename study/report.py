@@ -10,7 +10,6 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fusionrt.data import LABELS
 from fusionrt.study.charts import accuracy_chart, missing_chart, noise_chart, pm
 from fusionrt.study.kinds import NONE, kind_label
 
@@ -89,10 +88,11 @@ def _accuracy_lines(results: dict) -> list[str]:
         lines.append(f"| {kind_label(k)} | {pm(s['accuracy'])} | {pm(s['macro_f1'])} | {pm(s['val_accuracy'])} | "
                      f"{pm(s['train_seconds'], 0)} |")  # fmt: skip
     lines += ["", f"![accuracy per model]({ACCURACY_PNG})", "", "Per-class recall:", ""]
-    lines += ["| model | " + " | ".join(LABELS) + " |", "|---|" + "---|" * len(LABELS)]
+    labels = list(summary[kinds[0]]["per_class_recall"])
+    lines += ["| model | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for k in kinds:
         recalls = summary[k]["per_class_recall"]
-        lines.append(f"| {kind_label(k)} | " + " | ".join(pm(recalls[c], 2) for c in LABELS) + " |")
+        lines.append(f"| {kind_label(k)} | " + " | ".join(pm(recalls[c], 2) for c in labels) + " |")
     return lines
 
 

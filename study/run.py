@@ -94,10 +94,11 @@ def run_study(
 
 
 def _check(config: Config, kinds: Sequence[str], seeds: Sequence[int], noise_levels: Sequence[float]) -> None:
-    if config.model.task is not Task.CLASSIFICATION or config.model.num_outputs != len(LABELS):
+    if config.model.task is Task.REGRESSION or (config.model.task is Task.CLASSIFICATION
+                                                 and config.model.num_outputs != len(LABELS)):
         raise ConfigError(
             f"the study runs on the built-in digits task: model.task = {config.model.task.value}, model.num_outputs "
-            f"= {config.model.num_outputs}; expected classification with {len(LABELS)} outputs"
+            f"= {config.model.num_outputs}; expected classification with {len(LABELS)} outputs, or binary with 1"
         )
     parse_kinds(",".join(kinds), config)
     if not seeds:
@@ -185,7 +186,8 @@ def robustness_grid(model, grid_inputs: dict, default: dict[str, str], labels: n
     """
     import torch
 
-    from fusionrt.scoring import classification_metrics
+    from fusionrt.data import task_labels
+    from fusionrt.scoring import task_metrics
 
     model.eval()
     with torch.no_grad():
@@ -201,8 +203,8 @@ def robustness_grid(model, grid_inputs: dict, default: dict[str, str], labels: n
                 embeddings = [embedded[(m, level if m == noisy else default[m])] for m in model.modalities]
                 grid[noisy][level] = {}
                 for missing in (NONE, *grid_inputs):
-                    predicted = _fuse(model.fusion, embeddings, model.modalities, missing).argmax(dim=1).numpy()
-                    metrics = classification_metrics(labels, predicted, LABELS)
+                    outputs = _fuse(model.fusion, embeddings, model.modalities, missing).numpy()
+                    metrics = task_metrics(labels, outputs, model.cfg.task.value, task_labels(model.cfg.task))
                     grid[noisy][level][missing] = metrics["accuracy"]
                     if test is None and level == default[noisy] and missing == NONE:
                         test = metrics
@@ -240,7 +242,8 @@ def summarize(seed_runs: dict[str, dict]) -> dict:
         "macro_f1": aggregate([r["test"]["macro_f1"] for r in runs]),
         "val_accuracy": aggregate([r["val_accuracy"] for r in runs]),
         "train_seconds": aggregate([r["train_seconds"] for r in runs]),
-        "per_class_recall": {c: aggregate([r["test"]["per_class_recall"][c] for r in runs]) for c in LABELS},
+        "per_class_recall": {c: aggregate([r["test"]["per_class_recall"][c] for r in runs])
+                             for c in first["test"]["per_class_recall"]},
         "missing": {missing: aggregate([r["missing"][missing] for r in runs]) for missing in first["missing"]},
         "grid": {
             noisy: {

@@ -6,6 +6,7 @@ from fusionrt.bundle.edit import BundleEdit, edit, swap_in
 from fusionrt.bundle.format import (
     FORMAT,
     FORMAT_VERSION,
+    GPU_TARGETS,
     MANIFEST,
     PRECISIONS,
     READABLE_VERSIONS,
@@ -34,11 +35,12 @@ from fusionrt.bundle.specs import (
     TensorSpec,
     TextInput,
 )
-from fusionrt.bundle.variants import DEFAULT, FALLBACK, resolve_variants, variant_named
+from fusionrt.bundle.variants import DEFAULT, FALLBACK, default_variant, resolve_variants, variant_named
 
 __all__ = [
-    "DEFAULT", "EMBEDDING", "FALLBACK", "FORMAT", "FORMAT_VERSION", "LOGITS", "MANIFEST", "MAX_RATE_HZ", "PRECISIONS",
-    "PREPROCESSING_KEYS", "PRESENCE", "READABLE_VERSIONS", "TASKS", "AudioInput", "Bundle", "BundleEdit", "Component",
-    "EnginePlan", "FusionInput", "ImageInput", "InputSpec", "Reference", "TensorSpec", "TextInput", "Variant",
-    "describe", "edit", "hash_tree", "load", "parse", "resolve_variants", "sha256_of", "swap_in", "variant_named", "write_manifest",
+    "DEFAULT", "EMBEDDING", "FALLBACK", "FORMAT", "FORMAT_VERSION", "GPU_TARGETS", "LOGITS", "MANIFEST", "MAX_RATE_HZ",
+    "PRECISIONS", "PREPROCESSING_KEYS", "PRESENCE", "READABLE_VERSIONS", "TASKS", "AudioInput", "Bundle", "BundleEdit",
+    "Component", "EnginePlan", "FusionInput", "ImageInput", "InputSpec", "Reference", "TensorSpec", "TextInput",
+    "Variant", "default_variant", "describe", "edit", "hash_tree", "load", "parse", "resolve_variants", "sha256_of",
+    "swap_in", "variant_named", "write_manifest",
 ]

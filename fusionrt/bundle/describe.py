@@ -33,6 +33,8 @@ def describe(bundle: Bundle) -> str:
             rows.append([v.name + marker, v.precision, _size(v.path), str(v.info.get("exporter", "-")),
                          str(v.info.get("optimization", "-")), _parity_text(_parity(report, c.name, v.name))])
         lines += table(rows, right=(2,), min_widths=(10, 9, 10, 11, 6))
+        if c.defaults_by_target:
+            lines.append("  (* CPU default) " + " ".join(f"{t} default: {v}" for t, v in c.defaults_by_target.items()))
         for e in c.engines.values():
             lines.append(f"  engine {e.precision:<5} {e.path.name} (from {e.source_variant}, "
                          f"{e.fingerprint.get('gpu_name', '?')}, TensorRT {e.fingerprint.get('tensorrt_version', '?')})")

@@ -72,6 +72,8 @@ def task_labels(task: dict, kind: str, where: str) -> tuple[str, ...]:
         name(label, where, f"task.labels[{i}]")
     if len(set(labels)) != len(labels):
         raise BundleError(f"{where}: task.labels repeat a label; each class needs its own name")
+    if kind == "binary" and len(labels) != 2:
+        raise BundleError(f"{where}: task.labels has {len(labels)} labels; a binary task needs 2: negative, positive")
     if len(labels) > MAX_LABELS or (kind == "classification" and len(labels) < 2):
         raise BundleError(f"{where}: task.labels has {len(labels)} labels; a {kind} needs "
                           f"{'2' if kind == 'classification' else '0'} to {MAX_LABELS}, one per logit")

@@ -28,8 +28,9 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 ROLES = ("encoder", "fusion")
-TASKS = ("classification", "regression")
+TASKS = ("classification", "binary", "regression")  # binary: one logit, labels (negative, positive)
 PRECISIONS = ("fp32", "fp16", "int8")
+GPU_TARGETS = ("cuda", "tensorrt")  # targets a component keeps its own default variant for (`defaults_by_target`)
 MAX_DEPTH = 32  # a manifest nested deeper than this is refused before it is walked
 
 
@@ -81,6 +82,7 @@ class Component:
     input: InputSpec | None = None  # encoders: the typed host contract
     embedding_dim: int | None = None  # encoders: the output width (None when dynamic)
     engines: dict[str, EnginePlan] = field(default_factory=dict)
+    defaults_by_target: dict[str, str] = field(default_factory=dict)  # GPU target -> its default variant
 
     def variant(self, name: str | None = None) -> Variant:
         chosen = self.default_variant if name is None else name
@@ -320,6 +322,7 @@ def _component(root: Path, name: str, entry: object, files: dict, where: str, to
     default = _field(entry, "default_variant", str, where, prefix)
     if default not in variants:
         raise BundleError(f"{where}: {prefix}default_variant {default!r} is not one of the variants {sorted(variants)}")
+    defaults_by_target = _defaults_by_target(entry, variants, where, prefix)
     engines = {}
     engine_entries = {} if entry.get("engines") is None else entry["engines"]
     if not isinstance(engine_entries, dict):
@@ -350,7 +353,23 @@ def _component(root: Path, name: str, entry: object, files: dict, where: str, to
         name=name, role=role, modality=modality, rate_hz=float(rate) if rate is not None else None,
         inputs=inputs, outputs=outputs, preprocessing=dict(preprocessing), variants=variants,
         default_variant=default, input=spec, embedding_dim=width, engines=engines,
+        defaults_by_target=defaults_by_target,
     )  # fmt: skip
+
+
+def _defaults_by_target(entry: dict, variants: dict, where: str, prefix: str) -> dict[str, str]:
+    found = {} if entry.get("defaults_by_target") is None else entry["defaults_by_target"]
+    if not isinstance(found, dict):
+        raise BundleError(f"{where}: {prefix}defaults_by_target must be an object {{target: variant}}, found "
+                          f"{type(found).__name__}")
+    for target, variant in found.items():
+        if target not in GPU_TARGETS:
+            raise BundleError(f"{where}: {prefix}defaults_by_target has target {target!r:.40}; expected one of "
+                              f"{list(GPU_TARGETS)}")
+        if variant not in variants:
+            raise BundleError(f"{where}: {prefix}defaults_by_target.{target} is {variant!r:.40}, which is not one of "
+                              f"the variants {sorted(variants)}")
+    return dict(found)
 
 
 def _listed_file(root: Path, info: dict, files: dict, where: str, prefix: str) -> tuple[str, str, Path]:

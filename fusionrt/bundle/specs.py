@@ -170,6 +170,9 @@ def fusion_input(
         raise BundleError(f"{where}: {field}.outputs.{LOGITS} has {classes} logits; expected 1 to {MAX_CLASSES}")
     if task == "classification" and labels and isinstance(classes, int) and classes != len(labels):
         raise BundleError(f"{where}: {field} returns {classes} logits but task.labels has {len(labels)} labels")
+    if task == "binary" and isinstance(classes, int) and classes != 1:
+        raise BundleError(f"{where}: {field} returns {classes} logits; a binary task returns 1 (sigmoid of it is "
+                          f"the positive label's probability)")
     return FusionInput(tuple(modalities), widths)
 
 

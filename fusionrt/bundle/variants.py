@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from fusionrt.bundle.format import PRECISIONS, Bundle, Component
+from fusionrt.bundle.format import GPU_TARGETS, PRECISIONS, Bundle, Component
 from fusionrt.errors import BundleError, ConfigError
 
 DEFAULT = "default"  # each component's manifest default_variant (what `fusionrt quantize` chose)
@@ -25,8 +25,23 @@ def variant_named(component: Component, request: str) -> str | None:
     return next((name for name, v in component.variants.items() if v.precision == request), None)
 
 
-def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = None) -> dict[str, str]:
-    """Component name -> the variant it runs.
+def default_variant(component: Component, target: str | None = None) -> str:
+    """The variant `component` runs by default on `target`: on a CPU (None) its `default_variant`; on
+    a GPU target ("cuda", "tensorrt") the variant `fusionrt quantize --target` chose for it, else the
+    CPU default unless that is an INT8 variant made for other kernels (CUDA runs no INT8; TensorRT
+    only its own symmetric QDQ), which gives way to fp32."""
+    if target not in GPU_TARGETS:
+        return component.default_variant
+    if target in component.defaults_by_target:
+        return component.defaults_by_target[target]
+    cpu_default = component.variant()
+    return FALLBACK if cpu_default.precision == "int8" and cpu_default.target != target else cpu_default.name
+
+
+def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = None, *,
+                     target: str | None = None) -> dict[str, str]:
+    """Component name -> the variant it runs on `target` (None: a CPU; "cuda" or "tensorrt": the ONNX
+    Runtime provider that runs the sessions, see `default_variant`).
 
     - None or "default": every component's default variant.
     - a name: that variant where a component has it, else fp32; a precision name ("int8", "fp16") that
@@ -36,7 +51,7 @@ def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = N
     - {component or modality: name}: those components exactly (BundleError when one lacks it), the
       others their default.
     """
-    chosen = {name: c.default_variant for name, c in bundle.components.items()}
+    chosen = {name: default_variant(c, target) for name, c in bundle.components.items()}
     if request is None or request == DEFAULT:
         return chosen
     if isinstance(request, str):
@@ -56,7 +71,7 @@ def resolve_variants(bundle: Bundle, request: str | Mapping[str, str] | None = N
             raise ConfigError(f"variant given for {key!r}, which is neither a component "
                               f"{sorted(bundle.components)} nor a modality {list(bundle.modalities)} of the bundle")
         if name == DEFAULT:
-            chosen[component.name] = component.default_variant
+            chosen[component.name] = default_variant(component, target)
         else:
             chosen[component.name] = variant_named(component, name) or component.variant(name).name
     return chosen

@@ -1,11 +1,15 @@
-"""Image encoder: a small ResNet over a uint8 HxWx3 frame, with its normalisation in the graph."""
+"""Image encoder: a ResNet over a uint8 HxWx3 frame, with its normalisation in the graph.
+
+Configured small (the demo: basic blocks, a 3x3 stem) or at ResNet-50's shape (bottleneck blocks
+3-4-6-3 of widths 64-128-256-512, the 7x7 stem with max pooling; configs/seed.yaml).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from fusionrt.config import ImageConfig
+from fusionrt.config import ImageBlock, ImageConfig, ImageStem
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
@@ -29,10 +33,40 @@ class BasicBlock(nn.Module):
         return torch.relu(self.conv2(y) + self.shortcut(x))
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand to 4x width, with a projection shortcut
+    when the shape changes (ResNet v1.5)."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, width: int, stride: int):
+        super().__init__()
+        c_out = width * self.expansion
+        self.reduce = _conv_bn(c_in, width, 1, 1)
+        self.conv = _conv_bn(width, width, 3, stride)
+        self.expand = _conv_bn(width, c_out, 1, 1)
+        self.shortcut = _conv_bn(c_in, c_out, 1, stride) if stride != 1 or c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(torch.relu(self.reduce(x))))
+        return torch.relu(self.expand(y) + self.shortcut(x))
+
+
+def _stem(cfg: ImageConfig) -> nn.Sequential:
+    if cfg.stem is ImageStem.RESNET:
+        return nn.Sequential(_conv_bn(3, cfg.widths[0], 7, 2), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))
+    return nn.Sequential(_conv_bn(3, cfg.widths[0], 3, 2), nn.ReLU())
+
+
+def stage_block_counts(cfg: ImageConfig) -> tuple[int, ...]:
+    counts = cfg.blocks_per_stage
+    return (counts,) * len(cfg.widths) if isinstance(counts, int) else tuple(counts)
+
+
 class ImageEncoder(nn.Module):
     """uint8 [B, H, W, 3] in `cfg.channel_order` -> embedding float32 [B, embed_dim].
 
-    The stem halves the resolution; each stage after the first halves it again.
+    The stem halves the resolution (the ResNet stem quarters it); each stage after the first halves it again.
     """
 
     def __init__(self, cfg: ImageConfig, embed_dim: int):
@@ -45,15 +79,15 @@ class ImageEncoder(nn.Module):
             weight = weight.flip(1)
         self.register_buffer("channel_weight", weight.view(3, 3, 1, 1), persistent=False)
         self.register_buffer("channel_bias", -mean / std, persistent=False)
-        widths = cfg.widths
-        self.stem = nn.Sequential(_conv_bn(3, widths[0], 3, 2), nn.ReLU())
+        self.stem = _stem(cfg)
+        bottleneck = cfg.block is ImageBlock.BOTTLENECK
         blocks = []
-        c_in = widths[0]
-        for stage, width in enumerate(widths):
-            for block in range(cfg.blocks_per_stage):
+        c_in = cfg.widths[0]
+        for stage, (width, count) in enumerate(zip(cfg.widths, stage_block_counts(cfg))):
+            for block in range(count):
                 stride = 2 if stage > 0 and block == 0 else 1
-                blocks.append(BasicBlock(c_in, width, stride))
-                c_in = width
+                blocks.append(Bottleneck(c_in, width, stride) if bottleneck else BasicBlock(c_in, width, stride))
+                c_in = width * Bottleneck.expansion if bottleneck else width
         self.blocks = nn.Sequential(*blocks)
         self.proj = nn.Linear(c_in, embed_dim)
 

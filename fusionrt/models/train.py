@@ -1,4 +1,5 @@
-"""Train the reference multimodal model on the built-in digits task (Adam, cross-entropy).
+"""Train the reference multimodal model on the built-in digits task (Adam; cross-entropy, binary
+cross-entropy for a binary task, or MSE for regression).
 
 A run directory holds `model.safetensors` (never pickle), the resolved `config.yaml`, the
 `tokenizer/` the text encoder was trained with, and `metrics.json` (val and test).
@@ -17,13 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fusionrt.config import Config, Task, save_config
-from fusionrt.data import LABELS, DigitsData, digits_from_config
+from fusionrt.data import DigitsData, digits_from_config, task_labels
 from fusionrt.errors import ConfigError, ModelError
 from fusionrt.models import MultimodalModel, build_tokenizer
 from fusionrt.progress import eta_text
-from fusionrt.scoring import classification_metrics, regression_metrics
+from fusionrt.scoring import task_metrics
 
 CHECKPOINT = "model.safetensors"
+STEP_REPORT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def _take(inputs: dict, idx: torch.Tensor) -> dict:
 
 def _targets(labels: np.ndarray, task: Task) -> torch.Tensor:
     y = torch.from_numpy(labels)
-    return y.float().unsqueeze(1) if task is Task.REGRESSION else y.long()
+    return y.long() if task is Task.CLASSIFICATION else y.float().unsqueeze(1)
 
 
 def modality_dropout_mask(n: int, m: int, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -122,9 +124,14 @@ def predict(model: MultimodalModel, inputs: dict, n: int, presence: torch.Tensor
 
 
 def score(outputs: np.ndarray, labels: np.ndarray, task: Task) -> dict:
-    if task is Task.REGRESSION:
-        return regression_metrics(labels, outputs[:, 0])
-    return classification_metrics(labels, outputs.argmax(axis=1), LABELS)
+    return task_metrics(labels, outputs, task.value, task_labels(task))
+
+
+_LOSSES = {
+    Task.CLASSIFICATION: torch.nn.CrossEntropyLoss,
+    Task.BINARY: torch.nn.BCEWithLogitsLoss,
+    Task.REGRESSION: torch.nn.MSELoss,
+}
 
 
 def train(
@@ -157,9 +164,10 @@ def train(
     n = len(splits["train"])
     steps = config.train.epochs * ((n + config.train.batch_size - 1) // config.train.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.train.lr, total_steps=steps)
-    loss_fn = torch.nn.MSELoss() if task is Task.REGRESSION else torch.nn.CrossEntropyLoss()
+    loss_fn = _LOSSES[task]()
     y_train = _targets(splits["train"].labels, task)
     m = len(config.model.modalities)
+    step, last_report = 0, time.perf_counter()
 
     for epoch in range(1, config.train.epochs + 1):
         model.train()
@@ -174,6 +182,10 @@ def train(
             optimizer.step()
             scheduler.step()
             total += loss.item() * len(idx)
+            step += 1
+            if time.perf_counter() - last_report >= STEP_REPORT_S:  # big models: an epoch takes minutes
+                last_report = time.perf_counter()
+                progress(f"step {step}/{steps}: loss {loss.item():.4f} ({eta_text(last_report - started, step, steps)})")
         val = score(predict(model, inputs["val"], len(splits["val"])), splits["val"].labels, task)
         headline = f"acc {val['accuracy']:.3f}" if "accuracy" in val else f"mae {val['mae']:.3f}"
         so_far = eta_text(time.perf_counter() - started, epoch, config.train.epochs)
@@ -195,6 +207,8 @@ def train(
 
 
 def _headline(metrics: dict) -> str:
+    if "f1" in metrics:
+        return f"accuracy {metrics['accuracy']:.3f}, recall {metrics['recall']:.3f}, F1 {metrics['f1']:.3f}"
     if "accuracy" in metrics:
         return f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
     return f"MAE {metrics['mae']:.3f}"

@@ -96,7 +96,7 @@ def model_variants(bundle: Bundle, backend: Backend) -> dict[str, dict[str, str]
         names = [p for p in components[0].engines if all(p in c.engines for c in components)]
         return {p: {c.name: p for c in components} for p in names}
     names = list(dict.fromkeys(v for c in components for v in c.variants))
-    return {v: resolve_variants(bundle, v) for v in names}
+    return {v: resolve_variants(bundle, v, target=backend.gpu_target()) for v in names}
 
 
 @dataclass

@@ -160,8 +160,8 @@ def test_arguments_are_checked_before_any_export(tmp_path):
     run = dict(example_inputs=examples, labels=["a"], progress=None)
     with pytest.raises(ExportError, match="encoders are keyed by modality"):
         export_bundle({"camera": encoders["image"]}, fusion, tmp_path / "a", **run)
-    with pytest.raises(ExportError, match="example_inputs has no entry 'fusion'"):
-        export_bundle(encoders, fusion, tmp_path / "b", **{**run, "example_inputs": {"image_encoder": image_inputs()}})
+    with pytest.raises(ExportError, match=r"example_inputs names \['fusoin'\]; expected components among"):
+        export_bundle(encoders, fusion, tmp_path / "b", **{**run, "example_inputs": {**examples, "fusoin": {}}})
     with pytest.raises(ExportError, match=r"example_inputs\['fusion'\] is named \['presence', 'image'\]"):
         swapped = {**examples, "fusion": {"presence": torch.ones(2, 1), "image": torch.randn(2, 8)}}
         export_bundle(encoders, fusion, tmp_path / "c", **{**run, "example_inputs": swapped})
