@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from fusionrt.bundle import Bundle, load
-from fusionrt.errors import ConfigError
+from fusionrt.errors import ConfigError, FusionRTError
 from fusionrt.frame import Modality
 from fusionrt.runtime.assembly import (
     StageEngines,
@@ -90,6 +90,7 @@ class Pipeline:
                           metrics=self.metrics, clock=clock, deterministic=self.deterministic)  # fmt: skip
         self._started = False
         self._owns_engines = False  # from_bundle opened the stages' engines, so the pipeline closes them
+        self._remote: list[dict] = []  # remote engines' timing splits, taken as they close
         for modality, source in self.sources.items():
             self.metrics.source(modality.value, getattr(source, "uri", type(source).__name__))
             if "notify" in getattr(source, "__dict__", {}):  # a source that reports events (reconnections) as they happen
@@ -185,7 +186,7 @@ class Pipeline:
             elapsed_s=self.metrics.elapsed_s,
             results=flow.results,
             deterministic=self.deterministic,
-            metrics=self.metrics.to_dict(),
+            metrics={**self.metrics.to_dict(), **({"remote": self._remote} if self._remote else {})},
             table=self.metrics.summary_table(),
         )
 
@@ -213,6 +214,10 @@ class Pipeline:
             return
         self._owns_engines = False
         for stage in [*self.encoders.values(), self.fusion]:
+            try:
+                self._remote += stage.remote_timings()
+            except FusionRTError as e:  # the server's statistics are gone with the server: keep the run's result
+                self._flow.say(f"remote timings of the {stage.what} stage unavailable: {e}")
             stage.close()
 
     def _run_info(self) -> RunInfo:

@@ -99,6 +99,11 @@ class _Variants:
         self._engines.pop(0)
         return self.variant
 
+    def remote_timings(self) -> list[dict]:
+        """Remote engines' split of their round trips (runtime/triton_engine.py `timings`): server
+        queue, server compute and the rest (network, client); empty for in-process engines."""
+        return [engine.timings() for engine in self._all if callable(getattr(engine, "timings", None))]
+
     def close(self) -> None:
         """Close every engine the stage was given, the ones DEGRADE left behind included."""
         engines, self._all = self._all, []

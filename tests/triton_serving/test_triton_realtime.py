@@ -38,6 +38,11 @@ def test_realtime_infer_streams_the_test_sources_through_the_server(triton_serve
     for model in ("image_encoder", "text_encoder", "fusion"):  # each remote stage's time, split
         assert f"{model} on the Triton server {protocol}://{where}: " in run.stderr
     assert "= server queue " in run.stderr and " + network/client " in run.stderr
+    remote = {t["model"]: t for t in metrics["remote"]}  # the same split in the run's summary
+    assert set(remote) == {"image_encoder", "text_encoder", "fusion"}
+    for t in remote.values():
+        assert t["requests"] > 0 and t["server_requests"] >= t["requests"]
+        assert 0 < t["server_compute_ms"] <= t["round_trip_ms"]["mean"] and t["other_ms"] >= 0
 
 
 def test_a_running_pipeline_rides_out_a_server_restart_and_the_server_stops_cleanly(
