@@ -68,44 +68,43 @@ def check_bundle(bundle: Bundle | str | Path, *, threads: int = 1) -> BundleChec
 
 def _check_encoder(component: Component, variant: str, threads: int, problems: list[str]) -> int | None:
     """The real embedding width of one encoder variant, or None after recording its problem."""
-    what = f"components.{component.name}.variants.{variant}"
-    engine = None
-    try:
-        engine = OrtEngine(component.variant(variant).path, providers=[CPU], threads=threads)
+
+    def embed_dim(engine: OrtEngine) -> int:
         stage = EncoderStage(component, [(variant, engine)])
         stage.warmup()  # the host preprocessor's neutral input (the tokenizer's "hello") through the model
         return stage.embed_dim
-    except FusionRTError as e:
-        problems.append(_line(f"{what}: {e}"))
-        return None
-    except Exception as e:  # noqa: BLE001 - a checker reports what the runtime would crash on
-        problems.append(_line(f"{what}: the runtime fails with {type(e).__name__}: {e}"))
-        return None
-    finally:
-        if engine is not None:
-            engine.close()
+
+    return _run_checked(component, variant, threads, problems, embed_dim)
 
 
 def _check_fusion(bundle: Bundle, variant: str, widths: dict[Modality, int], threads: int,
                   problems: list[str]) -> bool:
     """One fusion variant run on absent embeddings of the encoders' real widths."""
-    head = bundle.fusion
-    what = f"components.{head.name}.variants.{variant}"
-    engine = None
-    try:
-        engine = OrtEngine(head.variant(variant).path, providers=[CPU], threads=threads)
-        stage = FusionStage(head, [(variant, engine)], contract=bundle.fusion_input, task=bundle.task,
+
+    def runs(engine: OrtEngine) -> bool:
+        stage = FusionStage(bundle.fusion, [(variant, engine)], contract=bundle.fusion_input, task=bundle.task,
                             labels=bundle.labels)
         for modality, width in widths.items():
             stage.set_dim(modality, width)  # a fusion width that does not fit its encoder is refused here
         stage.warmup()
         return True
+
+    return bool(_run_checked(bundle.fusion, variant, threads, problems, runs))
+
+
+def _run_checked(component: Component, variant: str, threads: int, problems: list[str], body):
+    """`body(engine)` on a CPU session of the variant; None after recording what failed, as the runtime would."""
+    what = f"components.{component.name}.variants.{variant}"
+    engine = None
+    try:
+        engine = OrtEngine(component.variant(variant).path, providers=[CPU], threads=threads)
+        return body(engine)
     except FusionRTError as e:
         problems.append(_line(f"{what}: {e}"))
-        return False
+        return None
     except Exception as e:  # noqa: BLE001 - a checker reports what the runtime would crash on
         problems.append(_line(f"{what}: the runtime fails with {type(e).__name__}: {e}"))
-        return False
+        return None
     finally:
         if engine is not None:
             engine.close()

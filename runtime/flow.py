@@ -248,8 +248,8 @@ class Flow:
                 seq=self.results - 1, t_capture_ns=ref_ns, trigger=trigger, task=self.fusion.task,
                 top_k=self.fusion.top(outputs), outputs=outputs, presence=presence, input_t_ns=input_t,
                 staleness_ms=staleness, reused=reused, stage_ms=stage_ms, e2e_ms=e2e_ms, engine_ms=engine_ms,
-                deadline_missed=missed, label=self.fusion.ground_truth(label), spans=tuple(spans), start_ns=start_ns, done_ns=done, image=image,
-                image_format=image_format,
+                deadline_missed=missed, label=self.fusion.ground_truth(label), spans=tuple(spans), start_ns=start_ns,
+                done_ns=done, image=image, image_format=image_format,
             )  # fmt: skip
             for sink in self._sinks:
                 sink.write(result)
