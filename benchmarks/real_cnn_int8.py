@@ -17,17 +17,22 @@ and 24 of the last 40 % of bikes.mp4. A view is the centre crop, or a random squ
 the short side, flipped at random, resized to the network's size.
 
 Per network x target scheme x calibrator, made with `quantize_int8_static(..., calibrator=C,
-target=T)` (defaults otherwise: per-channel weights, bias correction, the stem float): top-1 agreement with FP32
+target=T)` (defaults otherwise: per-channel weights, bias correction, the stem float, the classifier
+float): top-1 agreement with FP32
 on all held-out views and on the "stable" ones (views whose FP32 top-1 survives +-1 and +-2
 grey-level input noise: on the others FP32 itself flips on imperceptible noise, see the noise-floor
 column), mean and min output cosine, and the speed-up over FP32 (median latency, batch 1, one
-thread, FP32 and INT8 timed interleaved). Two minmax rows per scheme show what the defaults add:
-"plain" (no bias correction, every Conv in INT8: the recipe before) and "bias-corrected" (the stem
-still in INT8).
+thread, FP32 and INT8 timed interleaved). Minmax rows per scheme show what the defaults add:
+"plain" (no bias correction, every Conv and the classifier in INT8), "bias-corrected" (stem and
+classifier still in INT8) and "classifier int8" (the defaults but the classifier in INT8, the recipe
+before the classifier went float). x86-avx2 has two more: "all 7-bit" (its scheme before: every
+weight 7-bit, depthwise ones too) and "u8u8" (ONNX Runtime's other saturation-free scheme: uint8 weights, 8 bits).
 
-x86-avx2 rows use 7-bit weights (reduce_range): every x86 INT8 kernel computes them exactly (no
-16-bit saturation), so the accuracy measured here on any x86 machine is what an AVX2-only machine
-gets; their speed-up is measured on this machine's kernels (see the CPU line).
+x86-avx2 rows use 7-bit weights (reduce_range) except in depthwise convolutions, whose ORT kernels
+widen every product before adding (8-bit weights there); "u8u8" rows use 8-bit uint8 weights, which
+ORT's x86 kernels accumulate in 32 bits. Every x86 INT8 kernel computes these exactly (no 16-bit
+saturation), so the accuracy measured here on any x86 machine is what an AVX2-only machine gets;
+their speed-up is measured on this machine's kernels (see the CPU line).
 Results: benchmarks/results/real_cnn_int8.{md,json}.
 """
 
@@ -41,6 +46,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -57,9 +63,14 @@ NETS = {"lite0": ("efficientnet-lite0", 224), "lite1": ("efficientnet-lite1", 24
 SCHEMES = ("x86-vnni", "x86-avx2")
 CALIBRATORS = ("minmax", "percentile", "entropy")
 DEFAULTS = "defaults"
-# The recipe before this benchmark's findings, then with bias correction alone (minmax both).
-ABLATIONS = {"plain": {"bias_correction": False, "float_input_layers": False},
-             "bias-corrected": {"float_input_layers": False}}
+# The recipe before this benchmark's findings, then with bias correction alone, then the defaults but
+# the classifier (minmax all); per scheme, the schemes the x86-avx2 target had or could have.
+ABLATIONS = {"plain": {"bias_correction": False, "float_input_layers": False, "float_output_layers": False},
+             "bias-corrected": {"float_input_layers": False, "float_output_layers": False},
+             "classifier int8": {"float_output_layers": False}}
+SCHEME_ABLATIONS = {"x86-avx2": {"all 7-bit": {"full_range_depthwise": False},
+                                 "u8u8": {"reduce_range": False, "full_range_depthwise": False,
+                                          "unsigned_weights": True}}}
 STILLS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "clock", "coins")
 
 
@@ -188,10 +199,10 @@ def measure_net(key: str, work: Path, runs: int) -> list[dict]:
     rows = []
     for scheme in SCHEMES:
         made = []
-        for recipe, options in ABLATIONS.items():
-            config = QuantConfig.for_target(QuantMode.INT8_STATIC, scheme, **options)
-            made.append(("minmax", recipe, quantize_onnx(fp32, work / f"{key}.{scheme}.{recipe}.onnx", config,
-                                                         FeedsReader(feeds))))
+        for recipe, options in {**ABLATIONS, **SCHEME_ABLATIONS.get(scheme, {})}.items():
+            config = replace(QuantConfig.for_target(QuantMode.INT8_STATIC, scheme), **options)
+            path = work / f"{key}.{scheme}.{recipe.replace(' ', '-')}.onnx"
+            made.append(("minmax", recipe, quantize_onnx(fp32, path, config, FeedsReader(feeds))))
         for calibrator in CALIBRATORS:
             start = time.perf_counter()
             made.append((calibrator, DEFAULTS, quantize_int8_static(fp32, work / f"{key}.{scheme}.{calibrator}.onnx",
@@ -216,7 +227,8 @@ def cpu_line() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     vnni = "yes" if {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags() else "no"
-    return f"{model}, VNNI: {vnni} ({cpu_target()}), {os.cpu_count()} cores"
+    return (f"{model}, VNNI: {vnni} ({cpu_target()}), {os.cpu_count()} cores, shared with another job while "
+            "measured (speed-ups are ratios of interleaved timings)")
 
 
 def markdown(rows: list[dict], command: str, cpu: str) -> str:
@@ -226,18 +238,22 @@ def markdown(rows: list[dict], command: str, cpu: str) -> str:
         f"CPU: {cpu}. Command: `{command}`.",
         "Top-1 = agreement of INT8 with FP32's top-1; 'stable' = held-out views whose FP32 top-1 survives "
         "+-1 and +-2 grey levels of input noise; noise floor = FP32 against itself under +-1 grey level. "
-        "Speed-up: median latency FP32 / INT8, batch 1, 1 thread, interleaved. x86-avx2 = 7-bit weights "
-        "(exact on every x86 kernel, so its accuracy holds on AVX2-only CPUs); its speed-up is this CPU's. "
-        "Recipe: defaults = per-channel weights, bias correction, the stem (a Conv reading raw RGB) float; "
-        "plain = the recipe before (no bias correction, every Conv INT8); bias-corrected = plain + bias correction.",
+        "Speed-up: median latency FP32 / INT8, batch 1, 1 thread, interleaved. x86-avx2 = 7-bit weights, 8-bit in "
+        "depthwise convolutions (scheme u8s8-reduce-range-dw8; exact on every x86 kernel, so its accuracy holds on "
+        "AVX2-only CPUs); its speed-up is this CPU's. "
+        "Recipe: defaults = per-channel weights, bias correction, the stem (a Conv reading raw RGB) float, the "
+        "classifier (the small layer writing the logits) float; plain = no bias correction, every Conv and the "
+        "classifier INT8; bias-corrected = plain + bias correction; classifier int8 = defaults with the classifier "
+        "INT8 (the defaults before); all 7-bit = x86-avx2's scheme before (every weight 7-bit); u8u8 = uint8 "
+        "8-bit weights (ORT's other saturation-free scheme).",
         "",
-        "| network | target | calibrator | recipe | top-1 (all) | top-1 (stable) | FP32 noise floor | "
+        "| network | target | calibrator | recipe | scheme | top-1 (all) | top-1 (stable) | FP32 noise floor | "
         "cos mean | cos min | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['network']} | {r['scheme']} | {r['calibrator']} | {r['recipe']} | "
+            f"| {r['network']} | {r['scheme']} | {r['calibrator']} | {r['recipe']} | {r['variant_scheme']} | "
             f"{r['top1_agreement']:.1%} | {r['top1_agreement_stable']:.1%} ({r['stable_items']}/{r['heldout_items']}) | "
             f"{r['fp32_noise_floor_top1']:.1%} | {r['cosine_mean']:.4f} | {r['cosine_min']:.4f} | {r['speedup']:.2f}x |"
         )

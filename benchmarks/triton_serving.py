@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -33,11 +34,11 @@ sys.path.insert(0, str(ROOT))
 from tools.triton_ci.server import TritonServer  # noqa: E402
 
 from fusionrt.bundle import load  # noqa: E402
+from fusionrt.runtime.bench.machine import cpu_summary  # noqa: E402
 from fusionrt.triton import Serving, write_repository  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 REALTIME_INFER = Path(sys.executable).with_name("realtime-infer")
-CPU = "AMD EPYC, VNNI: yes"
 
 
 def run_streams(bundle: Path, backend: str, streams: int, seconds: float, work: Path) -> dict:
@@ -113,7 +114,7 @@ def main() -> None:
                           f"{point['e2e_p50_ms']:.2f} ms p99 {point['e2e_p99_ms']:.2f} ms", flush=True)
     report = {
         "conditions": {
-            "cpu": CPU, "cores": 2, "machine": platform.machine(), "network": "loopback (127.0.0.1)",
+            "cpu": cpu_summary(), "cores": os.cpu_count(), "machine": platform.machine(), "network": "loopback (127.0.0.1)",
             "server": "tritonserver 2.51 (nvidia-pytriton 0.7.0 wheel) with the python-backend onnxruntime stand-in "
                       "of tools/triton_ci: absolute server numbers are not those of Triton's native onnxruntime backend",
             "bundle": str(bundle.root), "variants": repo.variants, "seconds_per_point": args.seconds,

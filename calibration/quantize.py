@@ -10,8 +10,10 @@ Two defaults of static INT8 come from real pretrained CNNs (benchmarks/real_cnn_
 quantized Conv/Gemm's bias absorbs the mean shift its rounded weights cause
 (fusionrt.calibration.bias_correction; it needs the calibration batches, so a variant made from a
 range cache alone has none), and a Conv that reads the raw input over a few channels, an image
-stem, stays float (graphs.input_layers). `QuantConfig.bias_correction` and `.float_input_layers`
-turn them off.
+stem, stays float (graphs.input_layers). A third: the small layer that writes a graph output (a
+classifier's last Gemm, at most 5 % of the multiply-adds) stays float, so the logits are not put on
+an 8-bit grid (graphs.output_layers). `QuantConfig.bias_correction`, `.float_input_layers` and
+`.float_output_layers` turn them off.
 
 Activation ranges come from fusionrt.calibration.ranges (ORT's calibrators, written to ORT's JSON
 range cache); a tensor whose range is infinite or reaches RANGE_LIMIT (attention masks) stays
@@ -19,6 +21,7 @@ float, with its producer and readers. FP16 conversion is fusionrt.calibration.fp
 the same converter).
 
 A variant records its `scheme` (QuantConfig.scheme: e.g. "qdq-static:u8s8", "dynamic:u8s8-reduce-range",
+"qdq-static:u8s8-reduce-range-dw8" (7-bit weights, 8-bit in depthwise convolutions), "qdq-static:u8u8",
 "qdq-static:s8s8-symmetric", "fp16") and its `target` (see fusionrt.calibration.target, which says
 the scheme each target gets: `QuantConfig.for_target`).
 """
@@ -36,7 +39,14 @@ import numpy as np
 
 from fusionrt.calibration.bias_correction import correct_biases
 from fusionrt.calibration.fp16 import fp16_from_onnx
-from fusionrt.calibration.graphs import input_layers, load_onnx, name_nodes, nodes_touching
+from fusionrt.calibration.graphs import (
+    depthwise_weights,
+    input_layers,
+    load_onnx,
+    name_nodes,
+    nodes_touching,
+    output_layers,
+)
 from fusionrt.calibration.ranges import Calibrator, calibrate_ranges, ort_method, read_batches, wide_range_tensors
 from fusionrt.calibration.reader import FeedsReader
 from fusionrt.calibration.target import TENSORRT, scheme_for
@@ -72,8 +82,11 @@ class QuantConfig:
     op_types: tuple[str, ...] = ()  # only these op types are quantized; empty: all ORT can quantize
     symmetric_activations: bool = False  # int8 activations, as TensorRT wants; uint8 suits x86 CPUs
     reduce_range: bool = False  # 7-bit weights: exact on x86 without VNNI (see fusionrt.calibration.target)
+    unsigned_weights: bool = False  # U8U8: uint8 weights symmetric around 128, exact on every x86 kernel
+    full_range_depthwise: bool = False  # with reduce_range: depthwise Conv weights keep 8 bits (exact there)
     bias_correction: bool = True  # static INT8: biases absorb the weights' rounding shift (calibration.bias_correction)
     float_input_layers: bool = True  # static INT8: Convs reading the raw input stay float (graphs.input_layers)
+    float_output_layers: bool = True  # static INT8: small layers writing an output stay float (graphs.output_layers)
     target: str | None = None  # the INT8 kernel family this variant is made for (None: not said)
 
     def __post_init__(self) -> None:
@@ -82,6 +95,9 @@ class QuantConfig:
         if self.mode is QuantMode.INT8_DYNAMIC and self.symmetric_activations:
             raise CalibrationError("dynamic INT8 quantizes activations as uint8 at run time; symmetric int8 "
                                    "activations (TensorRT) need int8-static")
+        if self.unsigned_weights and self.symmetric_activations:
+            raise CalibrationError("uint8 weights (U8U8) go with uint8 activations; ONNX Runtime's int8-activation "
+                                   "kernels take int8 weights only")
 
     @classmethod
     def for_target(cls, mode: QuantMode | str, target: str, calibrator: Calibrator = Calibrator.MINMAX,
@@ -97,6 +113,8 @@ class QuantConfig:
                                    "CPU-only choice: use --mode int8-static, fp16 or auto")
         int8 = mode is not QuantMode.FP16
         return cls(mode, calibrator, target=scheme.target, reduce_range=int8 and scheme.reduce_range,
+                   unsigned_weights=int8 and scheme.unsigned_weights,
+                   full_range_depthwise=int8 and scheme.reduce_range and scheme.full_range_depthwise,
                    symmetric_activations=mode is QuantMode.INT8_STATIC and scheme.symmetric_activations, **options)
 
     @property
@@ -116,9 +134,11 @@ class QuantConfig:
         """How the variant computes, as the manifest's `Variant.scheme` records it."""
         if self.mode is QuantMode.FP16:
             return "fp16"
-        types = "s8s8-symmetric" if self.symmetric_activations else "u8s8"
+        types = "s8s8-symmetric" if self.symmetric_activations else "u8u8" if self.unsigned_weights else "u8s8"
         mode = "qdq-static" if self.mode is QuantMode.INT8_STATIC else "dynamic"
-        return f"{mode}:{types}{'-reduce-range' if self.reduce_range else ''}"
+        static = self.mode is QuantMode.INT8_STATIC
+        depthwise = "-dw8" if self.reduce_range and self.full_range_depthwise and static else ""
+        return f"{mode}:{types}{'-reduce-range' if self.reduce_range else ''}{depthwise}"
 
     def excluding(self, nodes: Sequence[str]) -> QuantConfig:
         return replace(self, exclude_nodes=tuple(dict.fromkeys((*self.exclude_nodes, *nodes))))
@@ -156,6 +176,7 @@ class QuantResult:
         }
         if self.config.mode is not QuantMode.FP16:
             info["reduce_range"] = self.config.reduce_range
+            info["weights"] = "uint8" if self.config.unsigned_weights else "int8"
         if self.wide_ranges:
             info["float_for_range"] = [
                 {"tensor": t, "min": _json_float(lo), "max": _json_float(hi)} for t, lo, hi in self.wide_ranges
@@ -164,6 +185,9 @@ class QuantResult:
             info["calibrator"] = self.config.calibrator.value
             info["bias_correction"] = len(self.bias_corrected)
             info["float_input_layers"] = self.config.float_input_layers
+            info["float_output_layers"] = self.config.float_output_layers
+            if self.config.full_range_depthwise and self.config.reduce_range:
+                info["depthwise_weights"] = "8-bit"
             info["format"] = "qdq"
             info["activations"] = "int8" if self.config.symmetric_activations else "uint8"
         return info
@@ -264,8 +288,10 @@ def _nodes_to_exclude(path: Path, config: QuantConfig) -> list[str]:
             f"(e.g. {sorted(names)[:5]})"
         )
     by_type = [n.name for n in model.graph.node if n.op_type in config.exclude_op_types]
-    inputs = input_layers(model) if config.float_input_layers and config.mode is QuantMode.INT8_STATIC else []
-    return list(dict.fromkeys((*config.exclude_nodes, *by_type, *inputs)))
+    static = config.mode is QuantMode.INT8_STATIC
+    inputs = input_layers(model) if config.float_input_layers and static else []
+    outputs = output_layers(model) if config.float_output_layers and static else []
+    return list(dict.fromkeys((*config.exclude_nodes, *by_type, *inputs, *outputs)))
 
 
 # ------------------------------------------------------------------------------------------ quantizers
@@ -326,12 +352,60 @@ def _static(path: Path, out: Path, config: QuantConfig, exclude: list[str], cach
             per_channel=config.per_channel,
             reduce_range=config.reduce_range,
             activation_type=QuantType.QInt8 if config.symmetric_activations else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=_weight_type(config),
             nodes_to_exclude=exclude,
             calibrate_method=ort_method(config.calibrator),
-            extra_options={"ActivationSymmetric": config.symmetric_activations},
+            extra_options={"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True,
+                           **_weight_overrides(path, config)},
             calibration_cache_path=str(cache),
         )
+    if config.unsigned_weights:
+        _center_uint8_weight_zero_points(out)
+
+
+def _center_uint8_weight_zero_points(path: Path) -> None:
+    """Give every channel of each per-channel uint8 weight the zero point 128.
+
+    ORT's symmetric uint8 weights have zero point 128, except a channel whose weights are all zero
+    (its range is empty: zero point 0). ONNX Runtime's fast QLinearConv wants one zero point for all
+    channels; with mixed ones it ran EfficientNet-Lite0's depthwise layers up to 50x slower. An all-zero
+    channel is 0 at either zero point, so it becomes 128 with zero point 128."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = load_onnx(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    changed = False
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or not {*node.input} <= {*inits, ""}:
+            continue
+        zero = numpy_helper.to_array(inits[node.input[2]])
+        if zero.dtype != np.uint8 or zero.ndim != 1 or not (zero != 128).any():
+            continue
+        weight = numpy_helper.to_array(inits[node.input[0]]).copy()
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % weight.ndim
+        off = np.flatnonzero(zero != 128)
+        moved = np.moveaxis(weight, axis, 0)
+        if (moved[off] != zero[off].reshape((-1,) + (1,) * (moved.ndim - 1))).any():
+            continue  # a channel with real weights off 128: leave it to ORT's general path
+        moved[off] = 128
+        zero = zero.copy()
+        zero[off] = 128
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(weight, node.input[0]))
+        inits[node.input[2]].CopyFrom(numpy_helper.from_array(zero, node.input[2]))
+        changed = True
+    if changed:
+        onnx.save(model, str(path))
+
+
+def _weight_overrides(path: Path, config: QuantConfig) -> dict:
+    """ORT's TensorQuantOverrides that give depthwise Conv weights 8 bits when the rest are 7-bit
+    (`full_range_depthwise`); empty otherwise."""
+    if not (config.reduce_range and config.full_range_depthwise):
+        return {}
+    override = {"axis": 0, "reduce_range": False} if config.per_channel else {"reduce_range": False}
+    weights = depthwise_weights(load_onnx(path))
+    return {"TensorQuantOverrides": {w: [dict(override)] for w in weights.values()}} if weights else {}
 
 
 def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> None:
@@ -343,9 +417,18 @@ def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> 
         op_types_to_quantize=list(config.op_types or DYNAMIC_OP_TYPES),
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
-        weight_type=QuantType.QInt8,
+        weight_type=_weight_type(config),
         nodes_to_exclude=exclude,
+        extra_options={"WeightSymmetric": True},
     )
+
+
+def _weight_type(config: QuantConfig):
+    """int8 weights, or for U8U8 uint8 ones; both symmetric (WeightSymmetric), so a uint8 weight's zero
+    point is 128 on every channel, which ONNX Runtime's QLinearConv requires of per-channel uint8 weights."""
+    from onnxruntime.quantization import QuantType
+
+    return QuantType.QUInt8 if config.unsigned_weights else QuantType.QInt8
 
 
 def _convert_fp16(onnx_in: Path, onnx_out: Path, config: QuantConfig) -> QuantResult:

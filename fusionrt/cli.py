@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how int8-static activation ranges are chosen")
     p.add_argument("--target", default="auto", choices=QUANT_TARGETS,
                    help="what the INT8 variants are for, which picks their scheme: auto (this CPU), x86-vnni "
-                   "(u8s8 per-channel), x86-avx2 (7-bit weights: no saturation without VNNI), aarch64 (u8s8), "
+                   "(u8s8 per-channel), x86-avx2 (7-bit weights, 8-bit in depthwise convolutions: no saturation "
+                   "without VNNI), aarch64 (u8s8), "
                    "tensorrt (static QDQ s8s8 symmetric; no dynamic INT8), cuda (fp16 only); a GPU target's choice "
                    "is its own default (defaults_by_target), the CPU default stays")
     p.add_argument("--accuracy-budget", type=arg_type(number, "--accuracy-budget", low=0, high=100), default=0.5,

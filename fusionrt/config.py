@@ -147,6 +147,17 @@ class TrainConfig:
     weight_decay: float = 1e-4
     modality_dropout: float = 0.3  # chance that each modality is hidden from a training sample
     threads: int = 2
+    # Train only the top `trainable_top` transformer layers of the text encoder and the top
+    # `trainable_top` stages of the image encoder; the layers below (BERT's embeddings and lower
+    # layers, the ResNet stem and lower stages) keep their weights and run in eval mode (BatchNorm
+    # statistics and dropout frozen too), so backward stops at the top. The encoders' projections,
+    # the audio encoder and the fusion head always train. None trains every layer.
+    trainable_top: int | None = None
+    # Peak learning rate of the text and image encoders' own layers (BERT, the ResNet stem and
+    # stages); their projections, the audio encoder and the fusion head use `lr`. None: `lr` for all.
+    # A lower rate keeps a randomly initialised (or pretrained) transformer layer from being scrambled
+    # faster than the head can follow.
+    encoder_lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +259,8 @@ def validate(config: Config, source: str = "config") -> None:
         "model.fusion.heads": m.fusion.hidden % m.fusion.heads == 0,
         "train.modality_dropout": 0.0 <= config.train.modality_dropout < 1.0,
         "train.epochs": config.train.epochs > 0,
+        "train.trainable_top": config.train.trainable_top is None or config.train.trainable_top >= 1,
+        "train.encoder_lr": config.train.encoder_lr is None or config.train.encoder_lr > 0,
     }
     for key, ok in checks.items():
         if not ok:

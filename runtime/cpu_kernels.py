@@ -1,8 +1,9 @@
 """Which INT8 kernels this CPU runs: the `target` an INT8 variant is quantized for and checked against.
 
-ONNX Runtime multiplies u8 activations by s8 weights. On x86 without VNNI (AVX2 `vpmaddubsw`) the
-sum of two u8 x s8 products is kept in 16 bits and can saturate (2 x 255 x 127 > 32767); VNNI
-(AVX-512 VNNI, AVX-VNNI) and AMX accumulate in 32 bits and do not; aarch64 runs other kernels again.
+ONNX Runtime multiplies u8 activations by s8 weights. On x86 without VNNI, its GEMM and dense
+convolution kernels (AVX2 `vpmaddubsw`) keep the sum of two u8 x s8 products in 16 bits, which can
+saturate (2 x 255 x 127 > 32767); its depthwise kernels widen first and do not; VNNI (AVX-512 VNNI,
+AVX-VNNI) and AMX accumulate in 32 bits and do not; aarch64 runs other kernels again.
 A variant quantized and judged for one family may lose accuracy on another, so variants record
 their target and the runtime compares it with this machine's (`int8_family`).
 """
@@ -36,7 +37,8 @@ FAMILIES = {
 }  # fmt: skip
 KERNELS = {
     VNNI: "u8s8 with 32-bit accumulation (VNNI/AMX): no saturation",
-    AVX2: "u8s8 via AVX2 vpmaddubsw: 16-bit pair sums can saturate unless weights are 7-bit (reduce_range)",
+    AVX2: "u8s8 via AVX2 vpmaddubsw: GEMM/dense-conv 16-bit pair sums saturate unless weights are 7-bit "
+          "(reduce_range); depthwise kernels widen to 32 bits and stay exact with 8-bit weights",
     AARCH64: "ARM64 integer dot-product kernels (u8s8/u8u8)",
 }
 
@@ -85,6 +87,10 @@ def target_mismatch(variant_target: str | None, machine_target: str | None = Non
     wanted, here = int8_family(variant_target), int8_family(machine_target)
     if wanted is None or wanted in GPU_TARGETS or here is None or wanted == here:
         return None
+    if wanted == AVX2 and here == VNNI:  # the AVX2 scheme cannot saturate: VNNI computes the same integers
+        return (f"this INT8 variant was quantized for {variant_target} ({wanted}): {machine_target} ({here}) computes "
+                f"the same numbers (no x86 kernel saturates that scheme), but its 7-bit weights give up accuracy "
+                f"these kernels would keep; `fusionrt quantize --target auto` re-quantizes for this machine")
     return (f"this INT8 variant was quantized for {variant_target} ({wanted}) but runs on {machine_target} "
             f"({here}): its accuracy was not judged with these kernels; `fusionrt eval` measures what it loses "
             f"here, `fusionrt quantize --target auto` re-quantizes for this machine")

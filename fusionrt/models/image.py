@@ -91,6 +91,13 @@ class ImageEncoder(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.proj = nn.Linear(c_in, embed_dim)
 
+    def lower_layers(self, top: int) -> list[nn.Module]:
+        """The modules below the top `top` stages (the stem and the lower stages' blocks): what
+        `MultimodalModel.freeze_lower_layers` freezes. The projection is never among them."""
+        counts = stage_block_counts(self.cfg)
+        frozen_blocks = sum(counts[: max(len(counts) - top, 0)])
+        return [self.stem, *list(self.blocks)[:frozen_blocks]]
+
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC in the configured channel order -> normalised float NCHW RGB."""
         x = image.permute(0, 3, 1, 2).to(torch.float32)

@@ -33,6 +33,34 @@ class MultimodalModel(nn.Module):
         self.modalities = tuple(cfg.modalities)
         self.encoders = nn.ModuleDict({m: build_encoder(cfg, m, vocab_size) for m in self.modalities})
         self.fusion = build_fusion(cfg.fusion, self.modalities, cfg.embed_dim, cfg.num_outputs)
+        self.frozen: list[nn.Module] = []
+
+    def freeze_lower_layers(self, top: int) -> list[nn.Module]:
+        """Freeze all but the top `top` transformer layers of the text encoder and stages of the image
+        encoder (train.trainable_top): their parameters stop requiring gradients and they stay in eval
+        mode through `train()` (BatchNorm statistics and dropout frozen too). The projections, the audio
+        encoder and the fusion head keep training. Returns the frozen modules."""
+        if top < 1:
+            raise ModelError(f"train.trainable_top = {top}; expected at least 1 layer (or none to train every layer)")
+        for encoder in self.encoders.values():
+            if hasattr(encoder, "lower_layers"):
+                self.frozen.extend(encoder.lower_layers(top))
+        for module in self.frozen:
+            module.requires_grad_(False)
+            module.eval()
+        return list(self.frozen)
+
+    def encoder_layer_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the text and image encoders' own layers (not their projections): what
+        train.encoder_lr applies to."""
+        return [p for encoder in self.encoders.values() if hasattr(encoder, "lower_layers")
+                for name, p in encoder.named_parameters() if not name.startswith("proj.")]  # fmt: skip
+
+    def train(self, mode: bool = True) -> "MultimodalModel":
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     def embed(self, inputs: dict) -> list[torch.Tensor]:
         """One embedding [B, embed_dim] per modality, in self.modalities order."""

@@ -98,6 +98,15 @@ class TextEncoder(nn.Module):
             pooled = masked_mean(hidden, attention_mask)
         return self.proj(pooled)
 
+    def lower_layers(self, top: int) -> list[nn.Module]:
+        """The modules below the top `top` transformer layers (the embeddings and the lower layers):
+        what `MultimodalModel.freeze_lower_layers` freezes. The projection is never among them."""
+        layers = _transformer_layers(self.backbone)
+        keep = min(top, len(layers))
+        return [m for name, m in self.backbone.named_children() if name != _layers_owner(self.backbone)] + list(
+            layers[: len(layers) - keep]
+        )
+
     def preprocessing(self) -> dict:
         return {
             "max_length": self.cfg.max_length,
@@ -116,6 +125,21 @@ class TextEncoder(nn.Module):
         mask = (torch.arange(seq)[None, :] < lengths[:, None]).to(torch.int64)
         ids = torch.randint(len(SPECIAL_TOKENS), config.vocab_size, (batch, seq), generator=g)
         return {"input_ids": torch.where(mask == 1, ids, pad_id), "attention_mask": mask}
+
+
+def _layers_owner(backbone: nn.Module) -> str:
+    """The child of a BERT-family backbone that holds its transformer layers (`encoder`, DistilBERT's `transformer`)."""
+    for name in ("encoder", "transformer"):
+        if isinstance(getattr(getattr(backbone, name, None), "layer", None), nn.ModuleList):
+            return name
+    raise ModelError(
+        f"cannot find the transformer layers of a {type(backbone).__name__} (expected .encoder.layer or "
+        f".transformer.layer); train.trainable_top needs them"
+    )
+
+
+def _transformer_layers(backbone: nn.Module) -> nn.ModuleList:
+    return getattr(backbone, _layers_owner(backbone)).layer
 
 
 def build_text_encoder(cfg: TextConfig, embed_dim: int | None, vocab_size: int | None) -> TextEncoder:

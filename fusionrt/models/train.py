@@ -143,6 +143,9 @@ def train(
 ) -> TrainResult:
     """Train end to end with modality drop-out; write weights, resolved config, tokenizer, metrics.
 
+    With `train.trainable_top` set, the lower layers of the text and image encoders stay frozen
+    (`MultimodalModel.freeze_lower_layers`) and only the rest is optimised.
+
     `data` (from `training_data`) skips generating and tokenizing the splits again.
     """
     started = time.perf_counter()
@@ -160,10 +163,24 @@ def train(
     vocab_size = len(tokenizer) if tokenizer is not None else 0
 
     model = MultimodalModel(config.model, vocab_size=vocab_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    if config.train.trainable_top is not None:
+        model.freeze_lower_layers(config.train.trainable_top)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if config.train.trainable_top is not None:
+        n_params = sum(p.numel() for p in model.parameters())
+        progress(f"training the top {config.train.trainable_top} layer(s)/stage(s) of the deep encoders: "
+                 f"{sum(p.numel() for p in trainable) / 1e6:.1f}M of {n_params / 1e6:.1f}M parameters")
+    groups, max_lr = [trainable], [config.train.lr]
+    if config.train.encoder_lr is not None:  # the deep encoders' layers at their own (peak) rate
+        layers = {id(p) for p in model.encoder_layer_parameters()}
+        groups = [[p for p in trainable if id(p) not in layers], [p for p in trainable if id(p) in layers]]
+        max_lr = [config.train.lr, config.train.encoder_lr]
+    optimizer = torch.optim.AdamW([{"params": g} for g in groups if g], lr=config.train.lr,
+                                  weight_decay=config.train.weight_decay)  # fmt: skip
+    max_lr = [lr for g, lr in zip(groups, max_lr) if g]
     n = len(splits["train"])
     steps = config.train.epochs * ((n + config.train.batch_size - 1) // config.train.batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.train.lr, total_steps=steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps)
     loss_fn = _LOSSES[task]()
     y_train = _targets(splits["train"].labels, task)
     m = len(config.model.modalities)

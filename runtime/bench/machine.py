@@ -72,6 +72,13 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
     return model, [name for flag, name in CPU_FLAGS.items() if flag in present]
 
 
+def cpu_summary() -> str:
+    """'MODEL, N cores, VNNI: yes|no': the line every benchmark table names its CPU with."""
+    model, flags = cpu_info()
+    vnni = any("VNNI" in flag or flag.startswith("AMX") for flag in flags)
+    return f"{model}, {os.cpu_count()} cores, VNNI: {'yes' if vnni else 'no'}"
+
+
 def memory_gib(meminfo: Path = Path("/proc/meminfo")) -> float | None:
     try:
         for line in meminfo.read_text().splitlines():

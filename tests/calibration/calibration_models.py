@@ -59,6 +59,35 @@ def conv_net(rng: np.random.Generator, channels=(16, 32, 32), size: int = 32) ->
     return _model(nodes, "conv_net", [x], [y], init)
 
 
+def depthwise_net(rng: np.random.Generator, channels: int = 24, size: int = 12) -> onnx.ModelProto:
+    """float [batch, 8, size, size] (post-ReLU features) -> 1x1 expand -> ReLU -> depthwise 3x3 ->
+    1x1 project -> [batch, 8, size, size]; small weights with a few large ones per channel, as BN
+    folding leaves them, so 8-bit rounding errors are large relative to most weights."""
+    def weights(shape, scale):
+        w = rng.normal(0, scale, shape) * rng.choice([0.2, 3.0], size=shape, p=[0.9, 0.1])
+        return w.astype(np.float32)
+
+    init = {
+        "w_expand": weights((channels, 8, 1, 1), 0.3), "b_expand": rng.normal(0, 0.1, channels).astype(np.float32),
+        "w_dw": weights((channels, 1, 3, 3), 0.5), "b_dw": rng.normal(0, 0.1, channels).astype(np.float32),
+        "w_project": weights((8, channels, 1, 1), 0.3), "b_project": np.zeros(8, np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w_expand", "b_expand"], ["e"], name="expand"),
+        helper.make_node("Relu", ["e"], ["er"], name="expand_relu"),
+        helper.make_node("Conv", ["er", "w_dw", "b_dw"], ["d"], name="depthwise", group=channels, pads=[1] * 4),
+        helper.make_node("Relu", ["d"], ["dr"], name="depthwise_relu"),
+        helper.make_node("Conv", ["dr", "w_project", "b_project"], ["y"], name="project"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, size, size])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, size, size])
+    return _model(nodes, "depthwise_net", [x], [y], init)
+
+
+def features(rng, n: int, size: int = 12) -> np.ndarray:
+    return np.maximum(rng.normal(0.5, 1.0, (n, 8, size, size)), 0).astype(np.float32)
+
+
 def mlp_with_sensitive_node(rng: np.random.Generator, width: int = 32) -> onnx.ModelProto:
     """x -> mm_in -> relu -> mm_sensitive -> relu -> mm_out. mm_sensitive's weight has one huge row
     that meets an always-zero input channel: it never matters in float, but it sets the per-column

@@ -47,7 +47,7 @@ def test_auto_measures_every_candidate_and_keeps_the_fastest_inside_the_budget(b
             assert set(reloaded.components[name].variants) == {"fp32", chosen}
             variant = reloaded.components[name].variants[chosen]
             assert variant.target == "x86-avx2" and variant.info["judged_on"] == cpu_target()
-            assert variant.scheme == {"int8": "qdq-static:u8s8-reduce-range", "int8-dynamic": "dynamic:u8s8-reduce-range",
+            assert variant.scheme == {"int8": "qdq-static:u8s8-reduce-range-dw8", "int8-dynamic": "dynamic:u8s8-reduce-range",
                                       "fp16": "fp16"}[chosen]
     saved = json.loads((bundle_dir / "reports" / "calibration.json").read_text())
     assert saved["components"].keys() == report["components"].keys()

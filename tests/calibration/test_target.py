@@ -41,7 +41,7 @@ def test_this_machine_has_a_target():
         ({"avx2", "avx512_vnni"}, "x86_64", "x86-vnni"),
         ({"avx2", "avx_vnni"}, "x86_64", "x86-vnni"),
         ({"avx2", "fma"}, "x86_64", "x86-avx2"),
-        ({"sse2"}, "x86_64", "x86-avx2"),  # no VNNI: the saturation-free 7-bit scheme
+        ({"sse2"}, "x86_64", "x86-avx2"),  # no VNNI: the saturation-free scheme (7-bit dense weights)
         (set(), "aarch64", "aarch64"),
     ],
 )
@@ -50,7 +50,8 @@ def test_auto_target_is_this_cpus_int8_family_and_picks_its_scheme(flags, machin
 
     assert resolve_target("auto", flags=flags, machine=machine) == family
     scheme = scheme_for(family)
-    assert scheme.reduce_range == (family == "x86-avx2")
+    assert scheme.reduce_range == scheme.full_range_depthwise == (family == "x86-avx2")
+    assert not scheme.unsigned_weights  # U8U8 is exact too, but its kernels were no faster than FP32
     assert not scheme.symmetric_activations and not scheme.static_only
 
 
@@ -79,8 +80,11 @@ def test_a_variant_for_other_int8_kernels_is_named_with_both_targets():
     assert target_mismatch("x86-avx512-vnni", "x86-avx2")  # a recorded CPU target counts by its family
     assert target_mismatch("x86-vnni", "x86-amx") is None  # same kernels
     assert target_mismatch("x86-avx2", "x86-avx2") is None
+    same_numbers = target_mismatch("x86-avx2", "x86-avx512-vnni")  # the AVX2 scheme is exact on VNNI too
+    assert "same numbers" in same_numbers and "--target auto" in same_numbers
     assert target_mismatch(None, "x86-avx2") is None and target_mismatch("tensorrt", "aarch64") is None
     assert int8_kernels("x86-avx2")["family"] == "x86-avx2" and "saturate" in int8_kernels("x86-avx2")["kernels"]
+    assert "depthwise" in int8_kernels("x86-avx2")["kernels"] and "7-bit" in int8_kernels("x86-avx2")["kernels"]
 
 
 def test_the_runtime_says_once_when_int8_variants_were_quantized_for_other_kernels(bundle_dir, monkeypatch):
