@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from transformers import AutoModel, AutoTokenizer  # noqa: E402
 from fusionrt.data import LABELS, make_digits  # noqa: E402
 from fusionrt.export import AudioAdapter, ImageAdapter, TextAdapter, encode, export_bundle, head_accuracy, train_head  # noqa: E402
 from fusionrt.export.whisper import WhisperWindowEncoder  # noqa: E402
+from fusionrt.runtime.bench.machine import cpu_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -101,13 +101,6 @@ def stream(bundle: Path, name: str, camera: str, mic: str, text: str, seconds: f
     run([str(bin_dir / "realtime-infer"), "--bundle", str(bundle), "--camera", camera, "--mic", mic, "--text", text,
          "--duration", str(seconds), "--budget-ms", "100", "--summary-json", str(summary), *extra])  # fmt: skip
     return json.loads(summary.read_text())
-
-
-def cpu_line() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())  # fmt: skip
-    vnni = "avx512_vnni" in Path("/proc/cpuinfo").read_text() or "avx_vnni" in Path("/proc/cpuinfo").read_text()
-    return f"{model}, {os.cpu_count()} cores, VNNI: {'yes' if vnni else 'no'}"
 
 
 def markdown(result: dict) -> str:
@@ -231,7 +224,7 @@ def main() -> None:
     torch.manual_seed(0)
     saved = RESULTS / "pretrained_bundle.json"
     result: dict = {} if "build" in stages else json.loads(saved.read_text())
-    result |= {"cpu": cpu_line(), "threads": args.threads, "seconds": args.seconds,
+    result |= {"cpu": cpu_summary(), "threads": args.threads, "seconds": args.seconds,
                "load_average": round(os.getloadavg()[0], 1), "task": "built-in trimodal digits task (fusionrt.data)"}
     for stage, step in zip(STAGES, (build, quantize, stream_both)):
         if stage in stages:

