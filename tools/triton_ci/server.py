@@ -27,6 +27,7 @@ SERVER_VENV = ROOT / ".venv-triton"
 STAND_IN = Path(__file__).resolve().parent / "onnxruntime" / "model.py"
 EXIT_TIMEOUT_S = 3
 READY_TIMEOUT_S = 60.0
+KILL_TIMEOUT_S = 5.0  # SIGKILLed processes of the group have this long to disappear from /proc
 
 
 class ServerUnavailable(RuntimeError):
@@ -141,11 +142,15 @@ class TritonServer:
         return code
 
     def kill(self) -> None:
-        """SIGKILL the server and its python stubs at once: a crashed server, for outage tests."""
+        """SIGKILL the server and its python stubs at once: a crashed server, for outage tests. Returns
+        once they are gone: a stub killed with the server may take a moment to exit after the server has."""
         process, self.process = self.process, None
         if process is not None:
             _kill_group(process.pid)
             process.wait()
+            deadline = time.monotonic() + KILL_TIMEOUT_S
+            while self.leftover_processes() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def leftover_processes(self) -> list[str]:
         """Command lines of processes still running from this server's folders (server, python stubs)."""
