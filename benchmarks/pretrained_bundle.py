@@ -123,10 +123,11 @@ def markdown(result: dict) -> str:
         f"Export took {result['export_s']:.0f} s; `fusionrt quantize --mode auto` {result['quantize_s']:.0f} s and chose "
         + ", ".join(f"{n}: {v}" for n, v in result["default_variants"].items()) + ".", "",
         "## `fusionrt quantize --mode auto` candidates (accuracy on the built-in val data, latency while quantizing)", "",
-        "| component | candidate | cosine | accuracy lost (pts) | p50 ms (fp32 p50) | speed-up | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| component | candidate | cosine | accuracy lost (pts) | p50 ms (fp32 p50) | speed-up (median per round) "
+        "| rounds faster | verdict |",
+        "|---|---|---|---|---|---|---|---|",
         *(f"| {name} | {x['candidate']} | {x['cosine']:.4f} | {x['accuracy_delta_pts']:+.2f} | {x['median_ms']:.3g} "
-          f"({c['fp32_median_ms']:.3g}) | {x['speedup']:.2f}x | "
+          f"({c['fp32_median_ms']:.3g}) | {x['speedup']:.2f}x | {x.get('faster_rounds')} of {x.get('rounds')} | "
           f"{'inside' if x['within_budget'] else 'outside'} budget, "
           f"{'faster' if x['faster_beyond_noise'] else 'not faster'} beyond noise |"
           for name, c in result["quantize_candidates"].items() for x in c["candidates"] if x["cosine"] is not None),
@@ -190,7 +191,8 @@ def record_quantize(bundle: Path, result: dict) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     result["default_variants"] = {name: c["default_variant"] for name, c in manifest["components"].items()}
     report = json.loads((bundle / "reports" / "calibration.json").read_text())
-    keys = ("candidate", "cosine", "accuracy_delta_pts", "median_ms", "speedup", "within_budget", "faster_beyond_noise")
+    keys = ("candidate", "cosine", "accuracy_delta_pts", "median_ms", "speedup", "faster_rounds", "rounds", "within_budget",
+            "faster_beyond_noise")
     result["quantize_candidates"] = {
         name: {"fp32_median_ms": c["fp32"]["median_ms"], "candidates": [{k: x.get(k) for k in keys} for x in c["candidates"]]}
         for name, c in report["components"].items()

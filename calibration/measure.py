@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,11 +27,15 @@ class Agreement:
 
 @dataclass(frozen=True)
 class Latency:
+    """Quartiles and p99 of one variant's latency, and its samples in round order (the samples of
+    variants timed in the same `measure_latency` call pair up by round)."""
+
     median_ms: float
     p99_ms: float
     runs: int
     p25_ms: float = float("nan")
     p75_ms: float = float("nan")
+    samples_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def as_dict(self) -> dict:
         return {"median_ms": self.median_ms, "p25_ms": self.p25_ms, "p75_ms": self.p75_ms, "p99_ms": self.p99_ms,
@@ -39,7 +44,7 @@ class Latency:
     @classmethod
     def of(cls, samples_ms: Sequence[float]) -> Latency:
         p25, p50, p75, p99 = (float(v) for v in np.percentile(np.asarray(samples_ms, np.float64), (25, 50, 75, 99)))
-        return cls(p50, p99, len(samples_ms), p25, p75)
+        return cls(p50, p99, len(samples_ms), p25, p75, tuple(float(v) for v in samples_ms))
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -77,24 +82,47 @@ def measure_latency(
     warmup: int = 10,
     threads: int | None = None,
 ) -> dict[str, Latency]:
-    """Latency quartiles and p99 of each model on one feed, measured interleaved (round robin) so
-    that load from other processes hits every variant alike (see `faster_beyond_noise`)."""
+    """Latency of each model on one feed, measured interleaved: every round runs each model once,
+    starting one model further along each round (no model always runs first or after the same
+    one), so that load from other processes hits every variant alike and rounds pair up (see
+    `Speedup`)."""
     engines = {name: OrtEngine(path, threads=threads) for name, path in paths.items()}
     for engine in engines.values():
         for _ in range(warmup):
             engine.run(dict(feed))
-    samples = {name: [] for name in engines}
-    for _ in range(runs):
-        for name, engine in engines.items():
+    names = list(engines)
+    samples = {name: [] for name in names}
+    for round_ in range(runs):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
             start = time.perf_counter_ns()
-            engine.run(dict(feed))
+            engines[name].run(dict(feed))
             samples[name].append((time.perf_counter_ns() - start) / 1e6)
     return {name: Latency.of(ms) for name, ms in samples.items()}
 
 
-def faster_beyond_noise(candidate: Latency, baseline: Latency, min_speedup: float) -> bool:
-    """Whether interleaved timing shows `candidate` faster than `baseline` beyond noise: its median
-    at least `min_speedup` times faster AND its 75th percentile below the baseline's 25th, i.e. the
-    two middle halves of the samples do not overlap. (A variant that computes the same ops as FP32
-    measured 1.16x on its median alone on a loaded 2-core machine.)"""
-    return baseline.median_ms >= min_speedup * candidate.median_ms and candidate.p75_ms < baseline.p25_ms
+@dataclass(frozen=True)
+class Speedup:
+    """`candidate` against `baseline` over rounds timed together: the median of the per-round
+    ratios baseline / candidate, and in how many of the rounds the candidate was faster.
+
+    Judging rounds pairwise cancels load that comes and goes: on a loaded 2-core machine the
+    quartiles of two variants overlap even at 2x, while each round's ratio stays put. (A variant
+    that computes the same ops as FP32 measured 1.16x on its median alone on a loaded machine.)"""
+
+    paired: float
+    faster_rounds: int
+    rounds: int
+
+    @classmethod
+    def of(cls, candidate: Latency, baseline: Latency) -> Speedup:
+        if not candidate.samples_ms or len(candidate.samples_ms) != len(baseline.samples_ms):
+            raise ValueError("Speedup needs the samples of two variants timed in the same measure_latency call")
+        ratios = np.asarray(baseline.samples_ms) / np.asarray(candidate.samples_ms)
+        return cls(float(np.median(ratios)), int((ratios > 1.0).sum()), len(ratios))
+
+    def beyond_noise(self, min_speedup: float) -> bool:
+        """The median per-round ratio is at least `min_speedup`, and the candidate won at least
+        n/2 + sqrt(n) of the n rounds: a sign test two standard deviations above a coin toss (two
+        variants running the same ops pass the sign test alone in about 2 % of measurements)."""
+        return self.paired >= min_speedup and self.faster_rounds >= self.rounds / 2 + math.sqrt(self.rounds)
+

@@ -2,9 +2,12 @@
 the test-split report of the chosen variants, and the table.
 
 The choice: among the candidates inside the accuracy budget (judged on the validation split), those
-interleaved timing shows faster than FP32 beyond noise (`faster_beyond_noise`: median at least
-`min_speedup` x faster and p75 below FP32's p25); the fastest of them by median, else FP32. The test
-split is measured once, for the chosen variants, and only reported.
+interleaved timing shows faster than FP32 beyond noise (`measure.Speedup.beyond_noise`: over rounds
+timed together, the median per-round speed-up at least `min_speedup` and faster in at least
+n/2 + sqrt(n) of the n rounds); the fastest of them by median (the most accurate of those within
+SAME_SPEED of it), else FP32. Then the whole model with every choice in place must stay inside the
+budget on the validation split too (`auto._fit_whole_model`). The test split is measured once, for
+the chosen variants, and only reported.
 """
 
 from __future__ import annotations
@@ -14,20 +17,32 @@ from typing import Mapping
 
 from fusionrt.bundle import FALLBACK
 
+SAME_SPEED = 0.05  # medians this close to the fastest count as equally fast (interleaved runs move ~5 % here)
+
 
 def choose(rows: list[dict], min_speedup: float) -> dict:
-    """The chosen variant of one component, and why (`rows`: candidate rows with timing and verdict)."""
+    """The chosen variant of one component and the candidate that made it, and why (`rows`: candidate
+    rows with timing and verdict). Candidates within SAME_SPEED of the fastest median count as equally
+    fast, and the most accurate of them wins."""
     inside = [r for r in rows if r.get("within_budget")]
     fitting = [r for r in inside if r.get("faster_beyond_noise")]
     if fitting:
-        best = min(fitting, key=lambda r: r["median_ms"])
-        return {"chosen": best["variant"],
+        fastest = min(r["median_ms"] for r in fitting)
+        as_fast = [r for r in fitting if r["median_ms"] <= fastest * (1.0 + SAME_SPEED)]
+        best = min(as_fast, key=_least_loss)
+        return {"chosen": best["variant"], "candidate": best["candidate"],
                 "reason": f"{best['candidate']} is the fastest inside the budget ({best['speedup']}x fp32, "
-                          f"p75 {best['p75_ms']:.3f} ms below fp32's p25)"}
+                          f"faster in {best['faster_rounds']} of {best['rounds']} rounds"
+                          + (f"; the most accurate of {len(as_fast)} within {SAME_SPEED:.0%} of the fastest)"
+                             if len(as_fast) > 1 else ")")}
     reason = ("no candidate meets the budget; fp32 kept" if not inside
-              else f"no candidate inside the budget is faster than fp32 beyond noise (median >= {min_speedup}x "
-                   "and p75 below fp32's p25); fp32 kept")
+              else f"no candidate inside the budget is faster than fp32 beyond noise (median per-round speed-up "
+                   f">= {min_speedup}x and faster in n/2 + sqrt(n) of n rounds); fp32 kept")
     return {"chosen": FALLBACK, "budget_missed": not inside, "reason": reason}
+
+
+def _least_loss(row: dict) -> tuple[float, float]:
+    return row.get("accuracy_delta_pts", 0.0), -row.get("cosine", 0.0)
 
 
 def choose_by_precision(rows: list[dict], target: str) -> dict:
@@ -37,8 +52,9 @@ def choose_by_precision(rows: list[dict], target: str) -> dict:
     for precision in ("int8", "fp16"):
         found = [r for r in inside if r["precision"] == precision]
         if found:
-            best = min(found, key=lambda r: (r.get("accuracy_delta_pts", 0.0), -r.get("cosine", 0.0)))
-            return {"chosen": best["variant"], "reason": f"{best['candidate']} is the lowest precision inside the budget "
+            best = min(found, key=_least_loss)
+            return {"chosen": best["variant"], "candidate": best["candidate"],
+                    "reason": f"{best['candidate']} is the lowest precision inside the budget "
                                                          f"that {target} runs (chosen by precision: CPU timings say "
                                                          "nothing about the GPU)"}
     return {"chosen": FALLBACK, "budget_missed": True, "reason": f"no candidate {target} runs meets the budget; fp32 kept"}
@@ -78,7 +94,7 @@ def format_table(report: dict) -> str:
                              f"{row.get('skipped') or row.get('error', '')}")
                 continue
             delta = row.get("accuracy_delta_pts")
-            mark = "*" if row["variant"] == entry["chosen"] and row.get("within_budget") else ""
+            mark = "*" if row["candidate"] == entry.get("candidate") else ""
             lines.append(
                 f"{name:<15} {row['candidate'] + mark:<16} {row['cosine']:>9.5f} "
                 f"{'' if delta is None else f'{delta:.2f}':>9} {row['median_ms']:>10.3f} {row['p99_ms']:>8.3f} "

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import copy
 import json
+import math
 
+import numpy as np
 import pytest
 from calibration_models import Items
 
 from fusionrt.bundle import load
-from fusionrt.calibration import CalibrationSet, Latency, QuantMode, choose, cpu_target, faster_beyond_noise, quantize_bundle
-from fusionrt.calibration.auto import MIN_SPEEDUP
+from fusionrt.calibration import (CalibrationSet, FeedsReader, Latency, QuantMode, Speedup, choose, cpu_target,
+                                  quantize_bundle, quantize_int8_static)
+from fusionrt.calibration.auto import MIN_SPEEDUP, Made, Search, _fit_whole_model
+from fusionrt.calibration.evaluate import BundleRunner
 from fusionrt.errors import CalibrationError
 
 
@@ -34,7 +39,8 @@ def test_auto_measures_every_candidate_and_keeps_the_fastest_inside_the_budget(b
         for row in rows.values():
             assert row["cosine"] > 0.99 and row["median_ms"] > 0 and row["p99_ms"] >= row["median_ms"]
             assert row["p25_ms"] <= row["median_ms"] <= row["p75_ms"]
-            assert row["faster_beyond_noise"] == (row["speedup"] >= MIN_SPEEDUP and row["p75_ms"] < entry["fp32"]["p25_ms"])
+            sign_test = row["faster_rounds"] >= row["rounds"] / 2 + math.sqrt(row["rounds"])
+            assert row["faster_beyond_noise"] == (row["speedup"] >= MIN_SPEEDUP and sign_test)
             assert row["within_budget"] == (row["accuracy_delta_pts"] <= 0.5 + 1e-9 and row["cosine"] >= 0.99)
         chosen = entry["chosen"]
         assert reloaded.components[name].default_variant == chosen
@@ -94,27 +100,83 @@ def test_without_labelled_data_the_budget_is_cosine(bundle_dir, calib):
     assert fp16.scheme == "fp16" and fp16.target in ("x86-vnni", "x86-avx2", "aarch64")
 
 
-def _latency(p25, median, p75):
-    return Latency(median, p75 * 1.2, 50, p25, p75)
-
-
 def test_a_candidate_is_faster_only_beyond_noise():
-    """The rule: median at least MIN_SPEEDUP x faster than fp32 AND p75 below fp32's p25."""
-    fp32 = _latency(9.0, 10.0, 11.0)
-    assert faster_beyond_noise(_latency(7.0, 8.0, 8.5), fp32, MIN_SPEEDUP)
-    assert not faster_beyond_noise(_latency(7.0, 8.0, 9.5), fp32, MIN_SPEEDUP)  # middle halves overlap
-    assert not faster_beyond_noise(_latency(8.5, 9.2, 8.9), fp32, MIN_SPEEDUP)  # 1.09x: under the bar
+    """The rule, on rounds timed together: the median per-round speed-up at least MIN_SPEEDUP AND the
+    candidate faster in at least n/2 + sqrt(n) of the n rounds."""
+    rng = np.random.default_rng(0)
+    load = np.tile([1.0, 3.0], 25) * rng.uniform(0.95, 1.05, 50)  # load that comes and goes, round by round
+    fp32 = Latency.of(10.0 * load)
+    twice = Latency.of(5.0 * load)
+    assert twice.p75_ms > fp32.p25_ms  # the quartiles overlap at 2x under this load ...
+    assert Speedup.of(twice, fp32).beyond_noise(MIN_SPEEDUP)  # ... the rounds do not
+    assert Speedup.of(twice, fp32).faster_rounds == 50 and abs(Speedup.of(twice, fp32).paired - 2.0) < 0.15
+    same_ops = Latency.of(10.0 * load * rng.uniform(0.9, 1.1, 50))
+    assert not Speedup.of(same_ops, fp32).beyond_noise(MIN_SPEEDUP)
+    assert not Speedup.of(Latency.of(10.0 * load / 1.09), fp32).beyond_noise(MIN_SPEEDUP)  # 1.09x: under the bar
+    # 1.3x in 28 rounds, slower in 22: the median ratio clears the bar, the sign test (33 of 50) does not
+    mixed = Latency.of(10.0 * load * np.r_[np.full(28, 1 / 1.3), np.full(22, 1.25)])
+    assert Speedup.of(mixed, fp32).paired >= 1.3 and Speedup.of(mixed, fp32).faster_rounds == 28
+    assert not Speedup.of(mixed, fp32).beyond_noise(MIN_SPEEDUP)
+    with pytest.raises(ValueError, match="same measure_latency call"):
+        Speedup.of(Latency.of(10.0 * load[:40]), fp32)
     rows = [
         {"candidate": "int8-dynamic", "variant": "int8-dynamic", "within_budget": True, "median_ms": 8.6,
-         "speedup": 1.16, "p75_ms": 9.5, "faster_beyond_noise": False},  # 1.16x on the median, but noise
+         "speedup": 1.16, "faster_rounds": 28, "rounds": 50, "faster_beyond_noise": False},  # 1.16x, but noise
         {"candidate": "fp16", "variant": "fp16", "within_budget": True, "median_ms": 9.9, "speedup": 1.01,
-         "p75_ms": 10.5, "faster_beyond_noise": False},
+         "faster_rounds": 26, "rounds": 50, "faster_beyond_noise": False},
     ]
     choice = choose(rows, MIN_SPEEDUP)
     assert choice["chosen"] == "fp32" and "beyond noise" in choice["reason"] and not choice["budget_missed"]
     rows.append({"candidate": "int8-minmax", "variant": "int8", "within_budget": True, "median_ms": 5.0,
-                 "speedup": 2.0, "p75_ms": 5.5, "faster_beyond_noise": True})
-    assert choose(rows, MIN_SPEEDUP)["chosen"] == "int8"
+                 "speedup": 2.0, "faster_rounds": 50, "rounds": 50, "faster_beyond_noise": True})
+    choice = choose(rows, MIN_SPEEDUP)
+    assert choice["chosen"] == "int8" and "faster in 50 of 50 rounds" in choice["reason"]
+    assert choice["candidate"] == "int8-minmax"
+
+
+def test_of_equally_fast_candidates_the_most_accurate_wins():
+    """Two calibrators make the same 'int8' variant at the same speed (medians within SAME_SPEED):
+    the one that lost less accuracy is chosen, and it is named, so its file is the one stored."""
+    row = {"variant": "int8", "within_budget": True, "faster_beyond_noise": True, "faster_rounds": 50, "rounds": 50,
+           "speedup": 2.2}
+    rows = [{**row, "candidate": "int8-minmax", "median_ms": 15.3, "accuracy_delta_pts": 0.0, "cosine": 0.9986},
+            {**row, "candidate": "int8-percentile", "median_ms": 15.2, "accuracy_delta_pts": 0.33, "cosine": 0.9986},
+            {**row, "candidate": "int8-dynamic", "variant": "int8-dynamic", "median_ms": 20.0,
+             "accuracy_delta_pts": -0.5, "cosine": 0.9999}]  # more accurate, but clearly slower
+    choice = choose(rows, MIN_SPEEDUP)
+    assert (choice["chosen"], choice["candidate"]) == ("int8", "int8-minmax")
+    assert "the most accurate of 2 within 5% of the fastest" in choice["reason"]
+    rows[1]["median_ms"] = 12.0  # now clearly the fastest
+    assert choose(rows, MIN_SPEEDUP)["candidate"] == "int8-percentile"
+
+
+def test_the_whole_model_keeps_the_budget_by_sending_the_costliest_choice_back(bundle, calib, heldout, tmp_path):
+    """Each component's variant met the budget alone; together they must too. With a budget the real
+    whole-model loss exceeds, choices go back to fp32 one at a time, the largest own loss first
+    (then the smallest speed-up), re-measuring the whole model each time."""
+    names = ("image_encoder", "audio_encoder", "fusion")
+    kept, entries = {}, {}
+    for name, (loss, speedup) in zip(names, [(0.3, 2.0), (0.3, 1.5), (0.6, 3.0)]):
+        out = tmp_path / f"{name}.int8.onnx"
+        result = quantize_int8_static(bundle.components[name].variant("fp32").path, out, FeedsReader(calib.feeds(name)))
+        kept[name] = {"int8": Made(out, result.config, result.info())}
+        entries[name] = {"chosen": "int8", "candidate": "int8-minmax", "reason": "fastest",
+                         "candidates": [{"candidate": "int8-minmax", "accuracy_delta_pts": loss, "speedup": speedup}]}
+    runner = BundleRunner(bundle, heldout)
+    baseline = runner.metrics(runner.logits())
+    whole = runner.metrics(runner.logits({n: kept[n]["int8"].path for n in names}))["accuracy"]
+    lost = round((baseline["accuracy"] - whole) * 100.0, 4)
+
+    report, lines = {"baseline": baseline, "components": copy.deepcopy(entries)}, []
+    _fit_whole_model(report, runner, dict(kept), Search(QuantMode.AUTO, accuracy_budget=lost), lines.append)
+    assert report["final"] == {"components": {n: "int8" for n in names}, "accuracy": whole,
+                               "accuracy_delta_pts": lost, "reverted": []} and not lines
+
+    report, remaining = {"baseline": baseline, "components": copy.deepcopy(entries)}, dict(kept)
+    _fit_whole_model(report, runner, remaining, Search(QuantMode.AUTO, accuracy_budget=lost - 100.0), lines.append)
+    assert report["final"]["reverted"] == ["fusion", "audio_encoder", "image_encoder"]  # loss 0.6; then 1.5x < 2x
+    assert all(e["chosen"] == "fp32" and "went back to fp32" in e["reason"] for e in report["components"].values())
+    assert remaining == {name: {} for name in names} and len(lines) == 3
 
 
 def test_an_int8_file_without_quantized_operators_is_no_int8_variant(bundle_dir, calib, heldout, monkeypatch):

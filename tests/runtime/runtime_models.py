@@ -8,6 +8,9 @@ of an embedding table; fusion -> concat(embedding * presence..., presence) @ W_f
 
 from __future__ import annotations
 
+import _thread
+import contextlib
+import signal
 import threading
 import time
 from pathlib import Path
@@ -259,6 +262,21 @@ class ListSource:
 
     def close(self) -> None:
         self._closed.set()
+
+
+@contextlib.contextmanager
+def ctrl_c_after(seconds: float):
+    """Ctrl-C in the main thread `seconds` after entering, under Python's own SIGINT handler (a
+    process a non-interactive shell starts in the background ignores SIGINT, and interrupt_main
+    then does nothing)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(seconds, _thread.interrupt_main)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
 
 
 def camera_items(count: int, period_s: float, *, start_s: float = 0.0, size: int = IMAGE_SIZE, seed: int = 0):

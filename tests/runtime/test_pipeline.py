@@ -3,7 +3,6 @@ overrun policies under genuinely slow engines, failing sources, bad inputs and c
 
 from __future__ import annotations
 
-import _thread
 import json
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import threading
 import numpy as np
 import pytest
 from runtime_models import (
-    LABELS, TABLE, WINDOW, ListSource, audio_embedding, audio_items, camera_items, fused_logits, image_embedding,
+    LABELS, TABLE, WINDOW, ListSource, audio_embedding, audio_items, camera_items, ctrl_c_after, fused_logits,
+    image_embedding,
     image_encoder, write_bundle,
 )  # fmt: skip
 
@@ -177,8 +177,8 @@ def test_ctrl_c_stops_cleanly_with_a_summary(bundle_dir, tmp_path):
     path = tmp_path / "out.jsonl"
     pipeline = Pipeline.from_bundle(bundle_dir, {"image": ListSource("image", camera_items(10_000, 0.01))},
                                     sinks=[JsonlSink(path)])
-    threading.Timer(0.3, _thread.interrupt_main).start()
-    summary = pipeline.run()
+    with ctrl_c_after(0.3):
+        summary = pipeline.run()
     assert summary.stopped_by == "interrupt" and summary.results > 0
     lines = path.read_text().splitlines()
     assert len(lines) == summary.results and all(json.loads(line)["e2e_ms"] >= 0 for line in lines)

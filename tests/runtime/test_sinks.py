@@ -3,12 +3,10 @@ Prometheus endpoint on a real socket, and the console line."""
 
 from __future__ import annotations
 
-import _thread
 import io
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +14,7 @@ import urllib.request
 import cv2
 import numpy as np
 import pytest
-from runtime_models import LABELS, ListSource, audio_items, camera_items, write_bundle
+from runtime_models import LABELS, ListSource, audio_items, camera_items, ctrl_c_after, write_bundle
 
 from fusionrt.errors import ConfigError
 from fusionrt.runtime.budget import Budget, OverrunPolicy, StageBudget
@@ -132,8 +130,8 @@ def test_video_and_trace_survive_ctrl_c(bundle_dir, tmp_path):
     video, trace = tmp_path / "live.mp4", tmp_path / "live.json"
     stream = {"image": ListSource("image", camera_items(10_000, 0.01, size=64))}
     pipeline = Pipeline.from_bundle(bundle_dir, stream, sinks=[VideoSink(video, fps=100), TraceSink(trace)])
-    threading.Timer(0.4, _thread.interrupt_main).start()
-    summary = pipeline.run()
+    with ctrl_c_after(0.4):
+        summary = pipeline.run()
     assert summary.stopped_by == "interrupt"
     assert sum(e["name"] == "fusion" for e in load_trace(trace)) == summary.results
     capture = cv2.VideoCapture(str(video))
