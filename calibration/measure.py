@@ -125,4 +125,3 @@ class Speedup:
         n/2 + sqrt(n) of the n rounds: a sign test two standard deviations above a coin toss (two
         variants running the same ops pass the sign test alone in about 2 % of measurements)."""
         return self.paired >= min_speedup and self.faster_rounds >= self.rounds / 2 + math.sqrt(self.rounds)
-
