@@ -109,7 +109,7 @@ def markdown(result: dict) -> str:
         "# Pretrained encoders as a user brings them", "",
         f"`HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/pretrained_bundle.py --train {result['train_items']} "
         f"--test {result['test_items']} --seconds {result.get('seconds', 10)}`; {result['cpu']}; torch {result['threads']} threads; "
-        f"1-min load average {result.get('load_average', 'not recorded')} at the start (a shared machine: other sessions were running).", "",
+        f"1-min load average {result.get('load_average', 'not recorded')} at the start (a shared machine: ratios measured side by side hold, absolute times move).", "",
         "EfficientNet-Lite0 (ImageNet-1k, 1280-d pooled features), the Whisper tiny.en encoder on 1-s windows (384-d, "
         "mean over 50 positions), all-MiniLM-L6-v2 (384-d, mean pooling), all frozen; a fusion head (LayerNorm + "
         f"Linear 64 per modality, presence-masked, then Linear) trained with `train_head` on the {result['task']}.", "",
