@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from fusionrt.bundle import load
+from fusionrt.calibration.measure import time_rounds
 from fusionrt.config import AudioConfig, AudioFrontend, Config, Pooling, TextConfig
 from fusionrt.export import export_component
 from fusionrt.models import MultimodalModel, build_text_encoder, build_tokenizer
@@ -40,37 +40,6 @@ from fusionrt.models.train import CHECKPOINT, load_checkpoint
 RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox")
 THREADS = 2
-
-
-def interleaved(torch_fn, ort_fn, runs: int, warmup: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    for _ in range(warmup):
-        torch_fn()
-        ort_fn()
-    t_torch, t_ort = [], []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        torch_fn()
-        t1 = time.perf_counter_ns()
-        ort_fn()
-        t2 = time.perf_counter_ns()
-        t_torch.append(t1 - t0)
-        t_ort.append(t2 - t1)
-    return np.array(t_torch) / 1e6, np.array(t_ort) / 1e6
-
-
-def rotated(fns: dict, runs: int, warmup: int = 20) -> dict[str, np.ndarray]:
-    """Run every callable once per round, starting each round one further along; times in ms."""
-    names = list(fns)
-    for _ in range(warmup):
-        for name in names:
-            fns[name]()
-    times = {name: [] for name in names}
-    for i in range(runs):
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            t0 = time.perf_counter_ns()
-            fns[name]()
-            times[name].append(time.perf_counter_ns() - t0)
-    return {name: np.array(t) / 1e6 for name, t in times.items()}
 
 
 class DirectDftFrontend(SpectralFrontend):
@@ -111,7 +80,7 @@ def audio_rows(encoder: torch.nn.Module, onnx_path: Path, runs: int) -> list[dic
             for tag in ("before", "after"):
                 fns[f"{tag}/torch"] = lambda m=modules[tag]: _eager(m, example)
                 fns[f"{tag}/ort"] = lambda e=engines[tag]: e.run(feeds)
-            times = rotated(fns, runs)
+            times = time_rounds(fns, runs, warmup=20)
             for tag, label in (("after", "audio_encoder"), ("before", "audio_encoder, direct-DFT front-end (before)")):
                 rows.append(_row(f"{label}, {threads} thr", times[f"{tag}/torch"], times[f"{tag}/ort"], runs, threads))
             rows[-2]["ort_speedup_vs_before"] = float(np.median(times["before/ort"]) / np.median(times["after/ort"]))
@@ -188,7 +157,8 @@ def bench_pair(name: str, module: torch.nn.Module, example: dict[str, torch.Tens
         with torch.inference_mode():
             module(*args)
 
-    t_torch, t_ort = interleaved(run_torch, lambda: engine.run(feeds), runs)
+    times = time_rounds({"torch": run_torch, "ort": lambda: engine.run(feeds)}, runs, warmup=20)
+    t_torch, t_ort = times["torch"], times["ort"]
     return _row(name, t_torch, t_ort, runs, THREADS)
 
 

@@ -51,6 +51,7 @@ import cv2
 import numpy as np
 
 from fusionrt.calibration import measure_latency, quantize_int8_static
+from fusionrt.calibration.measure import row_cosines
 from fusionrt.calibration.quantize import QuantConfig, QuantMode, quantize_onnx
 from fusionrt.calibration.reader import FeedsReader
 from fusionrt.runtime.bench.machine import cpu_summary
@@ -180,7 +181,7 @@ def noise_stable(fp32: Path, held: np.ndarray, reference: np.ndarray) -> tuple[n
 
 
 def score(reference: np.ndarray, out: np.ndarray, stable: np.ndarray) -> dict:
-    cos = (reference * out).sum(1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(out, axis=1))
+    cos = row_cosines(reference, out)
     agree = reference.argmax(1) == out.argmax(1)
     return {"top1_agreement": float(agree.mean()), "top1_agreement_stable": float(agree[stable].mean()),
             "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionrt.bundle import load
+from fusionrt.calibration.measure import row_cosines
 from fusionrt.runtime import Budget, OverrunPolicy, StageBudget
 from fusionrt.runtime.bench.machine import cpu_summary
 
@@ -94,7 +95,7 @@ def int8_accuracy(bundle) -> dict:
         tokenizer = TextTokenizer(bundle.tokenizer_dir / "tokenizer.json", text.preprocessing["max_length"])
         engines = {v: OrtEngine(text.variant(v).path, threads=2) for v in ("fp32", "int8")}
         vectors = {v: np.concatenate([e.run(tokenizer(s))["embedding"] for s in sentences]) for v, e in engines.items()}
-        cosine = _cosine(vectors["fp32"], vectors["int8"])
+        cosine = row_cosines(vectors["fp32"], vectors["int8"])
         result["text_int8_cosine"] = {"mean": float(cosine.mean()), "min": float(cosine.min()), "sentences": len(sentences)}
     return result
 
@@ -112,13 +113,9 @@ def image_cosine(image) -> dict:
     vectors = {v: np.concatenate([e.run(f)["embedding"] for f in feeds]) for v, e in engines.items()}
     a, b = vectors["fp32"], vectors["int8"]
     centre = a.mean(axis=0)  # a mostly random ResNet-50 gives every frame a large shared part: compare what varies
-    raw, centred = _cosine(a, b), _cosine(a - centre, b - centre)
+    raw, centred = row_cosines(a, b), row_cosines(a - centre, b - centre)
     return {"mean": float(raw.mean()), "min": float(raw.min()), "centred_mean": float(centred.mean()),
             "centred_min": float(centred.min()), "frames": len(frames)}
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def chat_sentences(n: int = 200) -> list[str]:

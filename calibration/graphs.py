@@ -152,8 +152,8 @@ def output_layers(model, max_share: float = OUTPUT_LAYER_SHARE) -> list[str]:
     so keeping them float costs little time. A layer whose size the graph does not say stays INT8.
 
     benchmarks/results/real_cnn_int8.md: EfficientNet-Lite0/-Lite1's 1000-class classifier float
-    (0.2-0.3 % of the multiply-adds) keeps FP32's top-1 on 0.5-1.0 points more noise-stable photos on
-    both x86 schemes, at the same speed; the demo image encoder's last Gemm float: 1.6x FP32 as before."""
+    (0.2-0.3 % of the multiply-adds) keeps FP32's top-1 on 0.0-0.9 points more noise-stable views on
+    the two x86 schemes, at the same speed; the demo image encoder's last Gemm float: 1.6x FP32 as before."""
     initializers = {i.name for i in model.graph.initializer}
     readers: dict[str, list] = {}
     for node in model.graph.node:

@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -74,6 +74,23 @@ def compare_outputs(reference_path, candidate_path, feeds: Sequence[Mapping[str,
     return agreement(run_batches(reference_path, feeds), run_batches(candidate_path, feeds))
 
 
+def time_rounds(fns: Mapping[str, Callable[[], object]], runs: int, warmup: int = 10) -> dict[str, list[float]]:
+    """Milliseconds of each callable over `runs` rounds: every round runs each callable once,
+    starting one further along each round (none always runs first or after the same one), so load
+    from other processes hits them alike and the i-th samples of two callables pair up (`Speedup`)."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    samples = {name: [] for name in names}
+    for round_ in range(runs):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            start = time.perf_counter_ns()
+            fns[name]()
+            samples[name].append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
 def measure_latency(
     paths: Mapping[str, str | Path],
     feed: Mapping[str, np.ndarray],
@@ -82,21 +99,9 @@ def measure_latency(
     warmup: int = 10,
     threads: int | None = None,
 ) -> dict[str, Latency]:
-    """Latency of each model on one feed, measured interleaved: every round runs each model once,
-    starting one model further along each round (no model always runs first or after the same
-    one), so that load from other processes hits every variant alike and rounds pair up (see
-    `Speedup`)."""
+    """Latency of each model on one feed, timed in rounds (`time_rounds`)."""
     engines = {name: OrtEngine(path, threads=threads) for name, path in paths.items()}
-    for engine in engines.values():
-        for _ in range(warmup):
-            engine.run(dict(feed))
-    names = list(engines)
-    samples = {name: [] for name in names}
-    for round_ in range(runs):
-        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
-            start = time.perf_counter_ns()
-            engines[name].run(dict(feed))
-            samples[name].append((time.perf_counter_ns() - start) / 1e6)
+    samples = time_rounds({name: lambda e=engine: e.run(dict(feed)) for name, engine in engines.items()}, runs, warmup)
     return {name: Latency.of(ms) for name, ms in samples.items()}
 
 

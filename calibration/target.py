@@ -11,12 +11,12 @@ kernel family). The scheme per family:
   convolutions keep 8-bit weights (`full_range_depthwise`): ORT's depthwise kernels widen each
   product to 16/32 bits before adding (MLAS ConvSymKernelAvx2.S's depthwise kernel: vpmovzxbd/vpmovsxbd
   + vpmaddwd; qdwconv_avx2.cpp: 16-bit multiplies, 32-bit sums), so they cannot saturate, and a
-  depthwise channel has only 9-25 weights, where 7 bits cost most (EfficientNet-Lite0, minmax: output
-  cosine 0.9947 -> 0.9965, FP32's top-1 kept on 95.7 -> 96.6 % of the noise-stable photos; Lite1 the
-  same within noise: benchmarks/results/real_cnn_int8.md).
+  depthwise channel has only 9-25 weights, where 7 bits cost most (minmax, against all 7-bit:
+  EfficientNet-Lite0 output cosine 0.9947 -> 0.9964, FP32's top-1 kept on 96.4 -> 97.6 % of the
+  noise-stable views; Lite1 97.3 -> 98.2 %: benchmarks/results/real_cnn_int8.md).
   Every x86 kernel computes this scheme exactly, so the accuracy judged on a VNNI machine holds on
   an AVX2 one. ORT's other remedy, U8U8 (uint8 weights, `QuantConfig.unsigned_weights`), keeps
-  8 bits everywhere and VNNI's accuracy (Lite0 98.6 %, Lite1 99.0 %), but its kernels (vpmaddwd on
+  8 bits everywhere and VNNI's accuracy (Lite0 97.9 %, Lite1 98.4 %), but its kernels (vpmaddwd on
   16-bit values, and the general depthwise path) ran EfficientNet-Lite0/-Lite1 1.0x FP32 on an AVX-512
   VNNI machine against 2.0x for u8s8, and are the slower x86 INT8 kernels on AVX2 as well, so it is
   measured in the benchmark, not the default.
