@@ -94,6 +94,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     """HTK-scale triangular filters from 0 Hz to Nyquist, peak 1, float64 [n_mels, n_fft // 2 + 1]."""
     freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
     edges = mel_to_hz(np.linspace(0.0, hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    edges[-1] = sample_rate / 2.0  # the mel round trip lands a hair above Nyquist, weighing its bin 1e-15
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     rising = (freqs - lower) / (centre - lower)
     falling = (upper - freqs) / (upper - centre)

@@ -50,6 +50,13 @@ def test_mel_filterbank_matches_reference():
     assert (bank.max(axis=1) > 0.5).all()  # no empty filter at the default size
 
 
+def test_no_filter_weighs_the_nyquist_bin_so_the_front_end_skips_it():
+    for n_fft, n_mels in [(512, 40), (400, 64), (1024, 80)]:
+        assert not mel_filterbank(SR, n_fft, n_mels)[:, -1].any()
+    frontend = SpectralFrontend(AudioConfig(sample_rate=SR, n_fft=512, stft_hop=160, n_mels=40))
+    assert frontend.mel.shape == (40, 256)  # bins 0 .. 255: 16 blocks of n1 = 16, none for bin 256 alone
+
+
 def test_dct_matrix_is_orthonormal_dct_ii():
     basis = dct_matrix(40, 40)
     np.testing.assert_allclose(basis @ basis.T, np.eye(40), atol=1e-12)
