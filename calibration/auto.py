@@ -3,8 +3,9 @@
 Per component and candidate: cosine to the FP32 outputs, the whole model's task accuracy on the
 labelled validation split with only that component swapped in, and latency quartiles in ONNX
 Runtime (batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the
-budget goes through sensitivity repair; an INT8 file in which no operator runs in INT8 is no INT8
-variant and is dropped. An audio encoder's spectral front-end stays float in every INT8 candidate
+budget goes through sensitivity repair, unless a candidate of the same variant is inside the budget
+already (repair keeps nodes float: the repaired file could not be faster than that one); an INT8
+file in which no operator runs in INT8 is no INT8 variant and is dropped. An audio encoder's spectral front-end stays float in every INT8 candidate
 (fusionrt.calibration.frontend, found from the graph). The fastest
 candidate inside the budget and faster than FP32 beyond noise (fusionrt.calibration.report.choose)
 becomes the component's default variant. The test split is measured once, for the chosen variants, and only reported. In auto mode only the chosen variant's
@@ -330,6 +331,7 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
     prepared: Prepared | None = None
     frontend: tuple[str, ...] = ()
     rows, made = [], {}
+    inside: dict[str, str] = {}  # variant -> the first candidate of it inside the budget
     for config in candidates(search.mode, search.calibrator, search.target):
         label = candidate_label(config)
         row = {"candidate": label, "variant": config.variant, "precision": config.precision}
@@ -347,8 +349,9 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
                         progress(f"  the spectral front-end stays float ({len(frontend)} nodes up to its Log)")
                 if config.precision == "int8":
                     config = config.excluding(frontend)
+                repair_nodes = search.repair_nodes and config.variant not in inside
                 result, verdict_info = _make(config, fp32, tmp / f"{name}.{label}.onnx", feeds, prepared, judge,
-                                             search.repair_nodes, progress)
+                                             repair_nodes, progress)
                 path, info = result.path, {**result.info(), **verdict_info}
             if config.precision == "int8" and not int8_nodes(load_onnx(path)):
                 rows.append({**row, "skipped": f"no operator of {name} runs in int8 in this file (nothing "
@@ -360,9 +363,14 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
             rows.append({**row, "error": str(e)})
             progress(f"  {label}: failed: {e}")
             continue
+        if verdict.ok:
+            inside.setdefault(config.variant, label)
+        elif search.repair_nodes and config.variant in inside and config.precision == "int8":
+            info["not_repaired"] = f"{inside[config.variant]} is inside the budget already"
         rows.append({**row, **verdict.figures, "within_budget": verdict.ok, **info})
         made[label] = Made(path, config, info)
-        progress(f"  {label}: {verdict.figures} {'inside' if verdict.ok else 'outside'} the budget")
+        progress(f"  {label}: {verdict.figures} {'inside' if verdict.ok else 'outside'} the budget"
+                 + (f" (not repaired: {info['not_repaired']})" if "not_repaired" in info else ""))
     return rows, made
 
 
@@ -401,7 +409,7 @@ def _store(bundle: Bundle, report: dict, kept: dict[str, dict[str, Made]], progr
 
 
 def _variant_entry(relative: str, made: Made) -> dict:
-    recipe = {k: v for k, v in made.info.items() if k != "repair"}
+    recipe = {k: v for k, v in made.info.items() if k not in ("repair", "not_repaired")}
     entry = {"file": relative, "precision": made.config.precision, **recipe}
     if "repair" in made.info:
         entry["kept_float"] = [k["node"] for k in made.info["repair"]["kept_float"]]

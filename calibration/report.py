@@ -106,5 +106,5 @@ def format_table(report: dict) -> str:
 
 def _note(row: dict) -> str:
     if not row["within_budget"]:
-        return "outside budget"
+        return "outside budget" + (f"; not repaired: {row['not_repaired']}" if "not_repaired" in row else "")
     return "inside budget" if row.get("faster_beyond_noise") else "inside budget; not faster beyond noise"

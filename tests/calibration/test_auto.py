@@ -3,6 +3,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +13,9 @@ from calibration_models import Items
 from fusionrt.bundle import load
 from fusionrt.calibration import (CalibrationSet, FeedsReader, Latency, QuantMode, Speedup, choose, cpu_target,
                                   quantize_bundle, quantize_int8_static)
-from fusionrt.calibration.auto import MIN_SPEEDUP, Made, Search, _fit_whole_model
+from fusionrt.calibration.auto import MIN_SPEEDUP, Made, Search, _fit_whole_model, _try_candidates
 from fusionrt.calibration.evaluate import BundleRunner
+from fusionrt.calibration.sensitivity import cosine_judge
 from fusionrt.errors import CalibrationError
 
 
@@ -37,7 +40,12 @@ def test_auto_measures_every_candidate_and_keeps_the_fastest_inside_the_budget(b
         assert all(label.startswith("int8") and "not an int8 variant" in rows[label]["skipped"] for label in skipped)
         rows = {label: row for label, row in rows.items() if label not in skipped}
         for row in rows.values():
-            assert row["cosine"] > 0.99 and row["median_ms"] > 0 and row["p99_ms"] >= row["median_ms"]
+            if "not_repaired" in row:  # a candidate of its variant was inside the budget already
+                first = row["not_repaired"].split()[0]
+                assert rows[first]["within_budget"] and rows[first]["variant"] == row["variant"]
+            else:
+                assert row["cosine"] > 0.99
+            assert row["median_ms"] > 0 and row["p99_ms"] >= row["median_ms"]
             assert row["p25_ms"] <= row["median_ms"] <= row["p75_ms"]
             sign_test = row["faster_rounds"] >= row["rounds"] / 2 + math.sqrt(row["rounds"])
             assert row["faster_beyond_noise"] == (row["speedup"] >= MIN_SPEEDUP and sign_test)
@@ -177,6 +185,34 @@ def test_the_whole_model_keeps_the_budget_by_sending_the_costliest_choice_back(b
     assert report["final"]["reverted"] == ["fusion", "audio_encoder", "image_encoder"]  # loss 0.6; then 1.5x < 2x
     assert all(e["chosen"] == "fp32" and "went back to fp32" in e["reason"] for e in report["components"].values())
     assert remaining == {name: {} for name in names} and len(lines) == 3
+
+
+def test_a_calibrator_is_not_repaired_once_a_candidate_of_its_variant_is_inside_the_budget(bundle, calib, tmp_path):
+    """Repair keeps nodes float, so a repaired file could not be faster than the file of the same
+    variant already inside the budget: later calibrators are judged as made, and their rows say why."""
+    component = bundle.components["text_encoder"]
+    fp32, feeds = component.variant("fp32").path, calib.feeds("text_encoder")
+    search = Search(QuantMode.AUTO, target="x86-avx2")  # 7-bit weights: the same integers on every x86 kernel
+    quiet = lambda message: None  # noqa: E731
+    first, _ = _try_candidates(component, fp32, feeds, cosine_judge(fp32, feeds[:8], 0.0),
+                               replace(search, repair_nodes=False), tmp_path, quiet)
+    cosine = {r["candidate"]: r["cosine"] for r in first}
+    assert cosine["int8-minmax"] > cosine["int8-entropy"] + 1e-4  # entropy clips this model's ranges
+    judged, real = [], cosine_judge(fp32, feeds[:8], (cosine["int8-minmax"] + cosine["int8-entropy"]) / 2)
+
+    def judge(path):
+        judged.append(Path(path).name)
+        return real(path)
+
+    rows, made = _try_candidates(component, fp32, feeds, judge, search, tmp_path, quiet)
+    rows = {r["candidate"]: r for r in rows}
+    assert rows["int8-minmax"]["within_budget"] and "repair" not in rows["int8-minmax"]
+    entropy = rows["int8-entropy"]
+    assert not entropy["within_budget"] and entropy["not_repaired"] == "int8-minmax is inside the budget already"
+    assert "repair" not in entropy and "int8-entropy" in made
+    at = judged.index("text_encoder.int8-entropy.onnx")
+    assert judged[at - 1] == "text_encoder.int8-minmax.onnx"  # no repair round was made and judged in between
+    assert "not_repaired" not in rows["int8-dynamic"]  # another variant: repaired as before when it misses
 
 
 def test_an_int8_file_without_quantized_operators_is_no_int8_variant(bundle_dir, calib, heldout, monkeypatch):
