@@ -5,10 +5,12 @@ neither, and ONNX Runtime's CPU STFT took 0.84 ms for a 1-s window, twice the di
 It is a two-factor Cooley-Tukey split of the windowed DFT (see `polyphase_dft`): the padded signal
 is read as rows of n2 samples (n2 divides the hop), a grouped Conv1d over the rows does the first
 stage (window and twiddles folded into its kernels), one MatMul the second; then |X|^2 = Re^2 + Im^2
-and one MatMul for the mel projection. For the default n_fft 512 / hop 160 the two stages take a
-fifth of the multiply-adds of the direct DFT-as-Conv1d they replace, and the whole encoder runs
-about twice as fast in ONNX Runtime (benchmarks/results/export_vs_torch.md). Choices,
-matched by the NumPy reference in tests/models/audio_reference.py:
+and one MatMul for the mel projection. The signal is real, so |X[b]| = |X[n_fft - b]|: the first
+stage computes only its lower half (k1 <= n1 / 2), whose bins or their mirrors cover every bin. For
+the default n_fft 512 / hop 160 the two stages take an eighth of the multiply-adds of the direct
+DFT-as-Conv1d they replace, and the whole encoder runs about 2.5x as fast in ONNX Runtime
+(benchmarks/results/export_vs_torch.md). Choices, matched by the NumPy reference in
+tests/models/audio_reference.py:
 - frames are centred: the signal is zero-padded by n_fft // 2 on both sides (constant padding,
   which every backend supports, unlike reflect padding on older TensorRT);
 - power spectrum |X|^2 of the n_fft // 2 + 1 non-negative frequencies (periodic Hann window), no
@@ -47,39 +49,48 @@ def dft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def polyphase_split(n_fft: int, hop: int) -> tuple[int, int]:
-    """(n1, n2) with n1 * n2 = n_fft, n2 dividing the hop, n1 + n2 smallest (ties: the larger n2).
+    """(n1, n2) with n1 * n2 = n_fft and n2 dividing the hop, the fewest multiply-adds per frame
+    ((n1 // 2 + 1) * (2 * n_fft + 4 * n2 ** 2): the two stages of `polyphase_dft`; ties: the larger n2).
 
     The padded signal is read as rows of n2 samples: a frame is n1 consecutive rows, and frames
     start hop // n2 rows apart. An odd hop gives n2 = 1, one stage of length n_fft.
     """
     common = math.gcd(n_fft, hop)
-    n2 = min((d for d in range(1, common + 1) if common % d == 0), key=lambda d: (n_fft // d + d, -d))
+    n2 = min((d for d in range(1, common + 1) if common % d == 0),
+             key=lambda d: ((n_fft // d // 2 + 1) * (2 * n_fft + 4 * d * d), -d))
     return n_fft // n2, n2
 
 
 def polyphase_dft(n_fft: int, hop: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The windowed DFT of bins [0, n_bins) of every frame as two small stages, float64.
+    """The windowed DFT of every frame as two small stages, float64, enough for the power of bins [0, n_bins).
 
-    With sample n = n2 * i + p (row i, phase p) and bin k = k1 + n1 * k2 (n1, n2 from
-    `polyphase_split`):  X[k] = sum_p W_n2^(p k2) A[p, k1],  A[p, k1] = sum_i w[n] x[n] W_N^(n k1).
+    With sample n = n2 * i + p (row i, phase p) and bin b = k1 + n1 * k2 (n1, n2 from
+    `polyphase_split`):  X[b] = sum_p W_n2^(p k2) A[p, k1],  A[p, k1] = sum_i w[n] x[n] W_N^(n k1).
     Stage A carries the window and the twiddle W_N^(p k1), so its kernels differ per phase: a
-    Conv1d over the rows with one group per phase, kernel n1, stride hop // n2; weights
-    [n2 * 2 * k1s, 1, n1], output channels ordered (p, re/im, k1). Stage B is then one matrix for
-    every k1 and frame, [2 * k2s, 2 * n2]: rows (re/im, k2), columns (p, re/im).
-    Returns (stage_a, stage_b, bins), bins [k2s, k1s] the DFT bin of each output; outputs with
-    bins >= n_bins are computed and must be weighted 0.
+    Conv1d over the rows with one group per phase, kernel n1, stride hop // n2, for k1 in
+    [0, n1 // 2] only; weights [n2 * 2 * k1s, 1, n1], output channels ordered (p, re/im, k1). Stage B
+    is then one matrix for every k1 and frame, [2 * k2s, 2 * n2]: rows (re/im, k2), columns (p, re/im).
+    A bin above n_fft / 2 has the power of its mirror n_fft - b, and each bin below has itself or
+    its mirror among these outputs (both only when k1 is 0 or n1 / 2: then itself is used).
+    Returns (stage_a, stage_b, bins), bins [k2s, k1s] the bin whose power each output gives, or -1
+    for an output no bin in [0, n_bins) needs (it is computed and must be weighted 0).
     """
     n1, n2 = polyphase_split(n_fft, hop)
-    k1s, k2s = min(n1, n_bins), -(-n_bins // n1)
-    real, imag = dft_kernels(n_fft)  # rows are bins; k1s <= n_bins <= n_fft // 2 + 1
+    k1s = n1 // 2 + 1
+    output = np.arange(k1s)[None, :] + n1 * np.arange(n2)[:, None]  # [n2, k1s] each output's DFT bin
+    direct = output <= n_fft // 2
+    stands_for = np.where(direct, output, n_fft - output)
+    used = (direct | ~np.isin(stands_for, output[direct])) & (stands_for < n_bins)
+    needed = np.flatnonzero(used.any(axis=1))  # the values of k2 some bin needs
+    real, imag = dft_kernels(n_fft)  # rows are bins 0 .. n_fft // 2, and k1s <= n_fft // 2 + 1
     stage_a = np.stack([real[:k1s], imag[:k1s]]).reshape(2, k1s, n1, n2).transpose(3, 0, 1, 2)
-    angle = 2.0 * np.pi * np.outer(np.arange(k2s), np.arange(n2)) / n2  # [k2s, n2]
+    angle = 2.0 * np.pi * np.outer(needed, np.arange(n2)) / n2  # [k2s, n2]
     cos, sin = np.cos(angle), np.sin(angle)
-    stage_b = np.zeros((2, k2s, n2, 2))
+    stage_b = np.zeros((2, len(needed), n2, 2))
     stage_b[0, :, :, 0], stage_b[0, :, :, 1] = cos, sin  # Re X = sum_p Re A cos + Im A sin
     stage_b[1, :, :, 0], stage_b[1, :, :, 1] = -sin, cos  # Im X = sum_p Im A cos - Re A sin
-    bins = np.arange(k1s)[None, :] + n1 * np.arange(k2s)[:, None]
-    return stage_a.reshape(n2 * 2 * k1s, 1, n1), stage_b.reshape(2 * k2s, 2 * n2), bins
+    bins = np.where(used, stands_for, -1)[needed]
+    return stage_a.reshape(n2 * 2 * k1s, 1, n1), stage_b.reshape(2 * len(needed), 2 * n2), bins
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -134,8 +145,8 @@ class SpectralFrontend(nn.Module):
         self.register_buffer("stage_a", _buffer(stage_a), persistent=False)
         self.register_buffer("stage_b", _buffer(stage_b), persistent=False)
         self.k2s = bins.shape[0]
-        # The mel matrix's columns follow the power's rows, (k2, k1): bin k1 + n1 * k2.
-        weights = np.where(bins < n_bins, mel[:, np.minimum(bins, n_bins - 1)], 0.0)  # [n_mels, k2s, k1s]
+        # The mel matrix's columns follow the power's rows, (k2, k1): the bin each output stands for.
+        weights = np.where(bins >= 0, mel[:, np.maximum(bins, 0)], 0.0)  # [n_mels, k2s, k1s]
         self.register_buffer("mel", _buffer(weights.reshape(cfg.n_mels, -1)), persistent=False)
         self.mfcc = cfg.frontend is AudioFrontend.MFCC
         if self.mfcc:
