@@ -3,9 +3,10 @@
 Per component and candidate: cosine to the FP32 outputs, the whole model's task accuracy on the
 labelled validation split with only that component swapped in, and latency quartiles in ONNX
 Runtime (batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the
-budget goes through sensitivity repair, unless a candidate of the same variant is inside the budget
-already (repair keeps nodes float: the repaired file could not be faster than that one); an INT8
-file in which no operator runs in INT8 is no INT8 variant and is dropped. An audio encoder's spectral front-end stays float in every INT8 candidate
+budget goes through sensitivity repair, for fewer rounds than the nodes a candidate of the same
+variant inside the budget keeps float (none when it keeps none: repair only keeps nodes float, so
+the repaired file could not be faster than that one); an INT8 file in which no operator runs in
+INT8 is no INT8 variant and is dropped. An audio encoder's spectral front-end stays float in every INT8 candidate
 (fusionrt.calibration.frontend, found from the graph). The fastest
 candidate inside the budget and faster than FP32 beyond noise (fusionrt.calibration.report.choose)
 becomes the component's default variant. The test split is measured once, for the chosen variants, and only reported. In auto mode only the chosen variant's
@@ -55,6 +56,7 @@ HELDOUT_SEED = 1  # the built-in calibration items are the validation split's se
 # measured 1.07-1.09x on the demo text encoder, and an int8-dynamic file with no quantized operator
 # 1.16x; so the paired sign test of measure.Speedup.beyond_noise applies as well.
 MIN_SPEEDUP = 1.10
+REPAIR_ROUNDS = 10  # at most, per candidate
 CALIBRATION_REPORT = "reports/calibration.json"
 
 
@@ -331,7 +333,7 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
     prepared: Prepared | None = None
     frontend: tuple[str, ...] = ()
     rows, made = [], {}
-    inside: dict[str, str] = {}  # variant -> the first candidate of it inside the budget
+    inside: dict[str, tuple[int, str]] = {}  # variant -> (nodes kept float, candidate): its best inside the budget
     for config in candidates(search.mode, search.calibrator, search.target):
         label = candidate_label(config)
         row = {"candidate": label, "variant": config.variant, "precision": config.precision}
@@ -349,9 +351,9 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
                         progress(f"  the spectral front-end stays float ({len(frontend)} nodes up to its Log)")
                 if config.precision == "int8":
                     config = config.excluding(frontend)
-                repair_nodes = search.repair_nodes and config.variant not in inside
+                rounds = inside[config.variant][0] - 1 if config.variant in inside else REPAIR_ROUNDS
                 result, verdict_info = _make(config, fp32, tmp / f"{name}.{label}.onnx", feeds, prepared, judge,
-                                             repair_nodes, progress)
+                                             rounds if search.repair_nodes else 0, progress)
                 path, info = result.path, {**result.info(), **verdict_info}
             if config.precision == "int8" and not int8_nodes(load_onnx(path)):
                 rows.append({**row, "skipped": f"no operator of {name} runs in int8 in this file (nothing "
@@ -364,9 +366,10 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
             progress(f"  {label}: failed: {e}")
             continue
         if verdict.ok:
-            inside.setdefault(config.variant, label)
-        elif search.repair_nodes and config.variant in inside and config.precision == "int8":
-            info["not_repaired"] = f"{inside[config.variant]} is inside the budget already"
+            inside[config.variant] = min(inside.get(config.variant, (REPAIR_ROUNDS + 1, label)),
+                                         (len(info.get("repair", {}).get("kept_float", ())), label))
+        elif search.repair_nodes and config.precision == "int8" and config.variant in inside and "repair" not in info:
+            info["not_repaired"] = f"{inside[config.variant][1]} is inside the budget already"
         rows.append({**row, **verdict.figures, "within_budget": verdict.ok, **info})
         made[label] = Made(path, config, info)
         progress(f"  {label}: {verdict.figures} {'inside' if verdict.ok else 'outside'} the budget"
@@ -374,13 +377,13 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
     return rows, made
 
 
-def _make(config: QuantConfig, fp32: Path, out: Path, feeds, prepared, judge, repair_nodes,
+def _make(config: QuantConfig, fp32: Path, out: Path, feeds, prepared, judge, repair_rounds: int,
           progress) -> tuple[QuantResult, dict]:
     if config.mode is QuantMode.FP16:
         return quantize_onnx(fp32, out, config, prepared=prepared), {}
-    if not repair_nodes or not feeds:  # static INT8 without feeds never gets here (skipped)
+    if repair_rounds <= 0 or not feeds:  # static INT8 without feeds never gets here (skipped)
         return quantize_onnx(fp32, out, config, FeedsReader(feeds), prepared=prepared), {}
-    fixed = repair(prepared, out, config, feeds, judge, progress=progress)
+    fixed = repair(prepared, out, config, feeds, judge, max_rounds=repair_rounds, progress=progress)
     return fixed.result, ({"repair": fixed.as_dict()} if len(fixed.rounds) > 1 else {})
 
 
