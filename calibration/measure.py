@@ -74,20 +74,28 @@ def compare_outputs(reference_path, candidate_path, feeds: Sequence[Mapping[str,
     return agreement(run_batches(reference_path, feeds), run_batches(candidate_path, feeds))
 
 
-def time_rounds(fns: Mapping[str, Callable[[], object]], runs: int, warmup: int = 10) -> dict[str, list[float]]:
-    """Milliseconds of each callable over `runs` rounds: every round runs each callable once,
-    starting one further along each round (none always runs first or after the same one), so load
-    from other processes hits them alike and the i-th samples of two callables pair up (`Speedup`)."""
+def time_rounds(fns: Mapping[str, Callable[[], object]], runs: int, warmup: int = 10,
+                block: int = 1) -> dict[str, list[float]]:
+    """Milliseconds of each callable over `runs` runs in rounds: every round runs each callable
+    (`block` timed runs in a row), starting one further along each round (none always runs first
+    or after the same one), so load from other processes hits them alike and the i-th samples of
+    two callables pair up (`Speedup`). With `block` > 1 each callable's block starts with one
+    untimed run. Blocks are for multi-threaded callables of different runtimes: after each run
+    ONNX Runtime's workers and PyTorch's OpenMP team spin for milliseconds, so strict alternation
+    on a machine with no spare core times each one against the other's spinning threads."""
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     samples = {name: [] for name in names}
-    for round_ in range(runs):
+    for round_ in range(-(-runs // block)):
         for name in names[round_ % len(names):] + names[: round_ % len(names)]:
-            start = time.perf_counter_ns()
-            fns[name]()
-            samples[name].append((time.perf_counter_ns() - start) / 1e6)
+            if block > 1:
+                fns[name]()
+            for _ in range(block):
+                start = time.perf_counter_ns()
+                fns[name]()
+                samples[name].append((time.perf_counter_ns() - start) / 1e6)
     return samples
 
 

@@ -15,6 +15,7 @@ from fusionrt.calibration import (CalibrationSet, FeedsReader, Latency, QuantMod
                                   quantize_bundle, quantize_int8_static)
 from fusionrt.calibration.auto import MIN_SPEEDUP, Made, Search, _fit_whole_model, _try_candidates
 from fusionrt.calibration.evaluate import BundleRunner
+from fusionrt.calibration.measure import time_rounds
 from fusionrt.calibration.sensitivity import cosine_judge
 from fusionrt.errors import CalibrationError
 
@@ -140,6 +141,18 @@ def test_a_candidate_is_faster_only_beyond_noise():
     choice = choose(rows, MIN_SPEEDUP)
     assert choice["chosen"] == "int8" and "faster in 50 of 50 rounds" in choice["reason"]
     assert choice["candidate"] == "int8-minmax"
+
+
+def test_time_rounds_takes_turns_run_by_run_or_in_blocks_with_an_untimed_first_run():
+    order = []
+    fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    samples = time_rounds(fns, runs=4, warmup=1)
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]  # warm-up, then each round starts one further
+    assert [len(v) for v in samples.values()] == [4, 4] and all(t >= 0 for v in samples.values() for t in v)
+    order.clear()
+    samples = time_rounds(fns, runs=5, warmup=0, block=2)  # 3 rounds of 1 untimed + 2 timed runs per side
+    assert order == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3 + ["a"] * 3 + ["b"] * 3
+    assert [len(v) for v in samples.values()] == [6, 6]
 
 
 def test_of_equally_fast_candidates_the_most_accurate_wins():
