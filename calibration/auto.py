@@ -2,7 +2,7 @@
 
 Per component and candidate: cosine to the FP32 outputs, the whole model's task accuracy on the
 labelled validation split with only that component swapped in, and latency quartiles in ONNX
-Runtime (batch 1, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the
+Runtime (batch 1, 1 intra-op thread as `realtime-infer` runs each stage, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the
 budget goes through sensitivity repair, for fewer rounds than the nodes a candidate of the same
 variant inside the budget keeps float (none when it keeps none: repair only keeps nodes float, so
 the repaired file could not be faster than that one); an INT8 file in which no operator runs in
@@ -57,6 +57,7 @@ HELDOUT_SEED = 1  # the built-in calibration items are the validation split's se
 # 1.16x; so the paired sign test of measure.Speedup.beyond_noise applies as well.
 MIN_SPEEDUP = 1.10
 REPAIR_ROUNDS = 10  # at most, per candidate
+LATENCY_THREADS = 1  # as realtime-infer runs each stage; more threads per session also spin against each other
 CALIBRATION_REPORT = "reports/calibration.json"
 
 
@@ -248,6 +249,7 @@ def _report(search: Search, calib: CalibrationSet, heldout: CalibrationSet | Non
         ),
         "target": search.target,
         "judged_on": cpu_target(),
+        "latency": {"threads": LATENCY_THREADS, "runs": search.latency_runs, "batch": 1},
         "calibration": calib.summary(),
         "heldout": heldout.summary() if heldout is not None else None,
         "heldout_split": "validation (budgets are judged here; the test split is only reported)",
@@ -305,7 +307,7 @@ def _component(bundle: Bundle, name: str, calib: CalibrationSet, runner: BundleR
     feeds = calib.feeds(name) if can_calibrate else []
     rows, made = _try_candidates(component, fp32, feeds, judge, search, tmp, progress)
     latency = measure_latency({FALLBACK: fp32, **{k: m.path for k, m in made.items()}},
-                              latency_feed(name, feeds, runner), runs=search.latency_runs)
+                              latency_feed(name, feeds, runner), runs=search.latency_runs, threads=LATENCY_THREADS)
     base = latency[FALLBACK]
     for row in rows:
         if row["candidate"] in latency:

@@ -32,6 +32,7 @@ def test_auto_measures_every_candidate_and_keeps_the_fastest_inside_the_budget(b
                              target="x86-avx2")
     assert report["criterion"].startswith("accuracy within") and report["baseline"]["accuracy"] == 1.0
     assert report["target"] == "x86-avx2" and report["judged_on"] == cpu_target()
+    assert report["latency"] == {"threads": 1, "runs": 5, "batch": 1}  # as realtime-infer runs each stage
     reloaded = load(bundle_dir)
     for name, entry in report["components"].items():
         rows = {r["candidate"]: r for r in entry["candidates"]}
