@@ -401,7 +401,8 @@ def markdown(result: dict, threads: list[int]) -> str:
              f"CPU: {meta['cpu']['model']} ({meta['cpu']['cores_visible']} cores visible); flags: "
              + ", ".join(f"{f} {'yes' if v else 'no'}" for f, v in meta["cpu"]["flags"].items()),
              f"onnxruntime {meta['onnxruntime']}, batch 1, {meta['runs']} interleaved runs after 30 warm-up per "
-             f"variant and thread count; speed-up = FP32 median / variant median.", ""]
+             f"variant and thread count (run by run at 1 thread, in blocks of 50 runs at more: "
+             f"`calibration.measure.measure_latency`); speed-up = FP32 median / variant median.", ""]
     lat_cols = " | ".join(f"{n}T median ms | {n}T p99 ms | {n}T speed-up" for n in threads)
     demo = result.get("demo")
     if demo:

@@ -107,9 +107,11 @@ def measure_latency(
     warmup: int = 10,
     threads: int | None = None,
 ) -> dict[str, Latency]:
-    """Latency of each model on one feed, timed in rounds (`time_rounds`)."""
+    """Latency of each model on one feed, timed in rounds (`time_rounds`): run by run at 1 thread, in
+    blocks of 50 runs with more (each session's workers spin for milliseconds after its runs)."""
     engines = {name: OrtEngine(path, threads=threads) for name, path in paths.items()}
-    samples = time_rounds({name: lambda e=engine: e.run(dict(feed)) for name, engine in engines.items()}, runs, warmup)
+    samples = time_rounds({name: lambda e=engine: e.run(dict(feed)) for name, engine in engines.items()}, runs, warmup,
+                          block=1 if threads == 1 else 50)
     return {name: Latency.of(ms) for name, ms in samples.items()}
 
 
