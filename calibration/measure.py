@@ -74,6 +74,9 @@ def compare_outputs(reference_path, candidate_path, feeds: Sequence[Mapping[str,
     return agreement(run_batches(reference_path, feeds), run_batches(candidate_path, feeds))
 
 
+BLOCK_RUNS = 50  # runs in a row per callable where thread pools would time each other (`time_rounds`)
+
+
 def time_rounds(fns: Mapping[str, Callable[[], object]], runs: int, warmup: int = 10,
                 block: int = 1) -> dict[str, list[float]]:
     """Milliseconds of each callable over `runs` runs in rounds: every round runs each callable
@@ -108,10 +111,10 @@ def measure_latency(
     threads: int | None = None,
 ) -> dict[str, Latency]:
     """Latency of each model on one feed, timed in rounds (`time_rounds`): run by run at 1 thread, in
-    blocks of 50 runs with more (each session's workers spin for milliseconds after its runs)."""
+    blocks of BLOCK_RUNS runs with more (each session's workers spin for milliseconds after its runs)."""
     engines = {name: OrtEngine(path, threads=threads) for name, path in paths.items()}
     samples = time_rounds({name: lambda e=engine: e.run(dict(feed)) for name, engine in engines.items()}, runs, warmup,
-                          block=1 if threads == 1 else 50)
+                          block=1 if threads == 1 else BLOCK_RUNS)
     return {name: Latency.of(ms) for name, ms in samples.items()}
 
 

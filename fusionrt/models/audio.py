@@ -8,8 +8,8 @@ stage (window and twiddles folded into its kernels), one MatMul the second; then
 and one MatMul for the mel projection. The signal is real, so |X[b]| = |X[n_fft - b]|: the first
 stage computes only its lower half (k1 <= n1 / 2), whose bins or their mirrors cover every bin. For
 the default n_fft 512 / hop 160 the two stages take an eighth of the multiply-adds of the direct
-DFT-as-Conv1d they replace, and the whole encoder runs about 2.5x as fast in ONNX Runtime
-(benchmarks/results/export_vs_torch.md). Choices, matched by the NumPy reference in
+DFT-as-Conv1d they replace, and the whole encoder runs 2.1-2.9x as fast in ONNX Runtime as with
+it (benchmarks/results/export_vs_torch.md). Choices, matched by the NumPy reference in
 tests/models/audio_reference.py:
 - frames are centred: the signal is zero-padded by n_fft // 2 on both sides (constant padding,
   which every backend supports, unlike reflect padding on older TensorRT);
