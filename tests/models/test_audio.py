@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from audio_reference import reference_dct_ortho, reference_features, reference_mel_filterbank
@@ -172,6 +173,10 @@ def test_encoder_shapes_and_contract():
     assert info["frontend"] == "mfcc" and info["n_mfcc"] == 13 and info["n_mels"] == 40
 
 
-def test_exports_to_onnx(onnx_parity):
+def test_exports_to_onnx(onnx_parity, tmp_path):
     encoder = AudioEncoder(AudioConfig(frontend=AudioFrontend.MFCC), embed_dim=16)
     assert onnx_parity(encoder, output_name="embedding") < 1e-3
+    # only ops TensorRT's ONNX parser takes (it has neither STFT nor DFT): the front-end runs on every backend
+    ops = {node.op_type for node in onnx.load(tmp_path / "module.onnx").graph.node}
+    assert ops <= {"Pad", "Reshape", "Transpose", "Conv", "MatMul", "Mul", "Slice", "Split", "Add", "Sub", "Log",
+                   "ReduceMean", "Unsqueeze", "Concat", "Relu", "Gemm", "BatchNormalization"}, ops
