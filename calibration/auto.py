@@ -46,7 +46,7 @@ from fusionrt.calibration.quantize import (
 )
 from fusionrt.calibration.reader import FeedsReader
 from fusionrt.calibration.report import choose, choose_by_precision, format_table, split_report
-from fusionrt.calibration.sensitivity import Verdict, repair
+from fusionrt.calibration.sensitivity import MAX_REPAIR_ROUNDS, Verdict, repair
 from fusionrt.calibration.target import AUTO, cpu_target, resolve_target, scheme_for
 from fusionrt.errors import CalibrationError, EngineError
 from fusionrt.progress import progress as eta
@@ -57,7 +57,6 @@ HELDOUT_SEED = 1  # the built-in calibration items are the validation split's se
 # measured 1.07-1.09x on the demo text encoder, and an int8-dynamic file with no quantized operator
 # 1.16x; so the paired sign test of measure.Speedup.beyond_noise applies as well.
 MIN_SPEEDUP = 1.10
-REPAIR_ROUNDS = 10  # at most, per candidate
 LATENCY_THREADS = 1  # as realtime-infer runs each stage; more threads per session also spin against each other
 CALIBRATION_REPORT = "reports/calibration.json"
 
@@ -354,7 +353,7 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
                         progress(f"  the spectral front-end stays float ({len(frontend)} nodes up to its Log)")
                 if config.precision == "int8":
                     config = config.excluding(frontend)
-                rounds = inside[config.variant][0] - 1 if config.variant in inside else REPAIR_ROUNDS
+                rounds = inside[config.variant][0] - 1 if config.variant in inside else MAX_REPAIR_ROUNDS
                 result, verdict_info = _make(config, fp32, tmp / f"{name}.{label}.onnx", feeds, prepared, judge,
                                              rounds if search.repair_nodes else 0, progress)
                 path, info = result.path, {**result.info(), **verdict_info}
@@ -368,15 +367,17 @@ def _try_candidates(component: Component, fp32: Path, feeds, judge: BudgetJudge,
             rows.append({**row, "error": str(e)})
             progress(f"  {label}: failed: {e}")
             continue
+        note = {}
         if verdict.ok:
-            inside[config.variant] = min(inside.get(config.variant, (REPAIR_ROUNDS + 1, label)),
-                                         (len(info.get("repair", {}).get("kept_float", ())), label))
+            kept_float = len(info.get("repair", {}).get("kept_float", ()))
+            if config.variant not in inside or kept_float < inside[config.variant][0]:
+                inside[config.variant] = (kept_float, label)
         elif search.repair_nodes and config.precision == "int8" and config.variant in inside and "repair" not in info:
-            info["not_repaired"] = f"{inside[config.variant][1]} is inside the budget already"
-        rows.append({**row, **verdict.figures, "within_budget": verdict.ok, **info})
+            note["not_repaired"] = f"{inside[config.variant][1]} is inside the budget already"
+        rows.append({**row, **verdict.figures, "within_budget": verdict.ok, **info, **note})
         made[label] = Made(path, config, info)
         progress(f"  {label}: {verdict.figures} {'inside' if verdict.ok else 'outside'} the budget"
-                 + (f" (not repaired: {info['not_repaired']})" if "not_repaired" in info else ""))
+                 + (f" (not repaired: {note['not_repaired']})" if note else ""))
     return rows, made
 
 
@@ -415,7 +416,7 @@ def _store(bundle: Bundle, report: dict, kept: dict[str, dict[str, Made]], progr
 
 
 def _variant_entry(relative: str, made: Made) -> dict:
-    recipe = {k: v for k, v in made.info.items() if k not in ("repair", "not_repaired")}
+    recipe = {k: v for k, v in made.info.items() if k != "repair"}
     entry = {"file": relative, "precision": made.config.precision, **recipe}
     if "repair" in made.info:
         entry["kept_float"] = [k["node"] for k in made.info["repair"]["kept_float"]]

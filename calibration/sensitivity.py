@@ -280,6 +280,9 @@ def _next_picks(prepared: Prepared, current: QuantResult, feeds, count: int, min
     return _choose(errors, onnx.load(str(current.path)), set(current.excluded_nodes), count, min_added_error)
 
 
+MAX_REPAIR_ROUNDS = 10
+
+
 def repair(
     prepared: Prepared,
     onnx_out,
@@ -288,7 +291,7 @@ def repair(
     judge: Callable[[Path], Verdict],
     *,
     nodes_per_round: int = 1,
-    max_rounds: int = 10,
+    max_rounds: int = MAX_REPAIR_ROUNDS,
     patience: int = 2,
     min_added_error: float = 1e-3,
     progress: Callable[[str], None] = lambda message: None,
